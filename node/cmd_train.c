@@ -1,0 +1,204 @@
+/* murmur train: training, alone (--solo) for now. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "cli.h"
+#include "commands.h"
+#include "trainer.h"
+#include "util.h"
+
+static const char *const model_choices[] = {"mlp", "cnn", NULL};
+static const char *const opt_choices[] = {"sgd", "adamw", NULL};
+static const char *const part_choices[] = {"iid", "label", NULL};
+
+typedef struct {
+    bool solo, json, no_nesterov, quiet;
+    int bench_batches, bench_reps;
+    const char *checkpoint, *partition, *shard;
+    mm_train_config tc;
+} train_args;
+
+/* "I/N" with 0 <= I < N. */
+static int parse_shard(const char *s, uint32_t *i, uint32_t *n)
+{
+    char *end;
+    unsigned long a = strtoul(s, &end, 10);
+    if (end == s || *end != '/') return -1;
+    const char *b_str = end + 1;
+    unsigned long b = strtoul(b_str, &end, 10);
+    if (end == b_str || *end || b == 0 || a >= b || b > 100000) return -1;
+    *i = (uint32_t)a, *n = (uint32_t)b;
+    return 0;
+}
+
+static int save_checkpoint(const mm_trainer *t, const char *path)
+{
+    mm_ckpt_meta meta = {.step = t->step, .samples = t->samples, .seed = t->cfg.seed, .version = MM_CKPT_VERSION};
+    mm_error err = {0};
+    const mm_model *m = t->model;
+    float *host = malloc(m->layout.total * sizeof *host);
+    if (!host) {
+        fprintf(stderr, "murmur train: out of memory writing checkpoint\n");
+        return -1;
+    }
+    m->be->ops->to_host(m->be, host, m->params, m->layout.total * sizeof *host);
+    int rc = mm_checkpoint_save(path, &m->layout, host, &meta, &err);
+    free(host);
+    if (rc) fprintf(stderr, "murmur train: %s\n", err.msg);
+    return rc;
+}
+
+/* Throughput only: warm-up, then reps windows of `batches` batches each. */
+static int run_bench(mm_trainer *t, const train_args *a)
+{
+    double rates[64];
+    int reps = a->bench_reps;
+    for (int i = 0; i < 10; i++)
+        if (!mm_trainer_step(t)) i--;
+    for (int r = 0; r < reps; r++) {
+        uint64_t s0 = t->samples;
+        double t0 = mm_now_s();
+        for (int i = 0; i < a->bench_batches; i++)
+            if (!mm_trainer_step(t)) i--; /* epoch boundary: not a batch */
+        rates[r] = (double)(t->samples - s0) / (mm_now_s() - t0);
+        if (!a->quiet) fprintf(stderr, "  window %d: %.0f samples/s\n", r + 1, rates[r]);
+    }
+    /* median */
+    for (int i = 1; i < reps; i++)
+        for (int j = i; j > 0 && rates[j] < rates[j - 1]; j--) {
+            double x = rates[j];
+            rates[j] = rates[j - 1];
+            rates[j - 1] = x;
+        }
+    double med = reps % 2 ? rates[reps / 2] : 0.5 * (rates[reps / 2 - 1] + rates[reps / 2]);
+    printf("{\"event\":\"bench\",\"peer\":\"murmur\",\"model\":\"%s\",\"threads\":%d,\"batch\":%d,"
+           "\"bench_samples_per_s\":%.0f,\"min\":%.0f,\"max\":%.0f,\"peak_rss_kib\":%ld}\n",
+           t->cfg.model, t->cfg.threads, t->cfg.batch, med, rates[0], rates[reps - 1], mm_peak_rss_kib());
+    return 0;
+}
+
+int mm_cmd_train(int argc, char **argv)
+{
+    train_args a = {.bench_reps = 5, .partition = "iid"};
+    mm_train_config *c = &a.tc;
+    c->model = "mlp";
+    c->data_dir = MM_DATA_DEFAULT_DIR;
+    c->optimizer = "sgd";
+    c->epochs = 10;
+    c->batch = 128;
+    c->threads = 1;
+    c->momentum = 0.9f;
+    c->weight_decay = -1.0f;
+    c->warmup_epochs = -1.0f;
+    const mm_cli_opt opts[] = {
+        {"solo", MM_OPT_FLAG, &a.solo, NULL, "train alone, without a network", 0, 0, NULL},
+        {"model", MM_OPT_CHOICE, &c->model, "mlp|cnn", "model to train (default mlp)", 0, 0, model_choices},
+        {"epochs", MM_OPT_INT, &c->epochs, "N", "passes over the (shard of the) training set (default 10)", 1, 10000, NULL},
+        {"data", MM_OPT_STRING, &c->data_dir, "DIR", "Fashion-MNIST directory (default " MM_DATA_DEFAULT_DIR ")", 0, 0, NULL},
+        {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
+        {"threads", MM_OPT_INT, &c->threads, "T", "compute threads (default 1)", 1, 256, NULL},
+        {"batch", MM_OPT_INT, &c->batch, "B", "examples per step (default 128)", 1, 65536, NULL},
+        {"lr", MM_OPT_FLOAT, &c->lr, "X", "peak learning rate (default: sgd 0.1 mlp / 0.05 cnn, adamw 0.001)", 1e-9, 100, NULL},
+        {"optimizer", MM_OPT_CHOICE, &c->optimizer, "sgd|adamw", "optimizer (default sgd, Nesterov momentum 0.9)", 0, 0, opt_choices},
+        {"momentum", MM_OPT_FLOAT, &c->momentum, "M", "SGD momentum (default 0.9)", 0, 0.9999, NULL},
+        {"no-nesterov", MM_OPT_FLAG, &a.no_nesterov, NULL, "plain (heavy-ball) momentum instead of Nesterov", 0, 0, NULL},
+        {"weight-decay", MM_OPT_FLOAT, &c->weight_decay, "W", "weight decay (default sgd 5e-4, adamw 0.05)", 0, 10, NULL},
+        {"warmup", MM_OPT_FLOAT, &c->warmup_epochs, "E", "epochs of linear warm-up before the cosine decay (default 0.5)", 0, 1000, NULL},
+        {"shard", MM_OPT_STRING, &a.shard, "I/N", "train on shard I of N of the training set", 0, 0, NULL},
+        {"partition", MM_OPT_CHOICE, &a.partition, "iid|label", "how shards are cut (default iid)", 0, 0, part_choices},
+        {"checkpoint", MM_OPT_STRING, &a.checkpoint, "FILE", "write a checkpoint after every epoch (atomically)", 0, 0, NULL},
+        {"json", MM_OPT_FLAG, &a.json, NULL, "print a final JSON line", 0, 0, NULL},
+        {"quiet", MM_OPT_FLAG, &a.quiet, NULL, "no progress line, no per-epoch lines", 0, 0, NULL},
+        {"bench-batches", MM_OPT_INT, &a.bench_batches, "N", "measure throughput over windows of N batches, then exit", 1, 1000000, NULL},
+        {"bench-reps", MM_OPT_INT, &a.bench_reps, "R", "windows for --bench-batches (default 5)", 1, 64, NULL},
+    };
+    mm_cli cli = {.command = "train",
+                  .usage = "murmur train --solo [options]",
+                  .summary = "Train a model on Fashion-MNIST. With --solo the node trains alone; it prints a\n"
+                             "progress line on a terminal, the test accuracy after every epoch and, with\n"
+                             "--json, one final JSON line.",
+                  .opts = opts,
+                  .nopts = (int)(sizeof opts / sizeof opts[0])};
+    int rc = mm_cli_parse(&cli, argc, argv);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!a.solo) {
+        fprintf(stderr, "murmur train: networked training is not available in this build yet; use --solo\n");
+        return MM_EXIT_USAGE;
+    }
+    c->nesterov = !a.no_nesterov;
+    c->partition = strcmp(a.partition, "label") == 0 ? MM_PART_LABEL : MM_PART_IID;
+    if (a.shard && parse_shard(a.shard, &c->shard, &c->nshards) != 0) {
+        fprintf(stderr, "murmur train: --shard '%s' must be I/N with 0 <= I < N\n", a.shard);
+        return MM_EXIT_USAGE;
+    }
+
+    mm_trainer t;
+    mm_error err = {0};
+    if (mm_trainer_init(&t, c, &err) != 0) {
+        fprintf(stderr, "murmur train: %s\n", err.msg);
+        return 1;
+    }
+    if (a.bench_batches) {
+        rc = run_bench(&t, &a);
+        mm_trainer_free(&t);
+        return rc;
+    }
+    char fp[2 * MM_FINGERPRINT_BYTES + 1];
+    mm_layout_fingerprint_hex(&t.model->layout, fp);
+    if (!a.quiet)
+        printf("murmur: model %s (%zu parameters, fingerprint %.16s), %u training examples, %s lr %g, batch %d, "
+               "%d thread(s)\n",
+               t.cfg.model, t.model->layout.total, fp, t.loader.count, t.cfg.optimizer, (double)t.cfg.lr,
+               t.cfg.batch, t.cfg.threads);
+    fflush(stdout);
+    const bool tty = !a.quiet && isatty(STDERR_FILENO);
+    double train_s = 0, start = mm_now_s(), acc = 0, last_print = 0;
+    int status = 0;
+    for (int ep = 0; ep < c->epochs; ep++) {
+        double e0 = mm_now_s();
+        uint64_t s0 = t.samples;
+        double loss_sum = 0;
+        uint64_t loss_n = 0;
+        while (mm_trainer_step(&t)) {
+            if (tty && mm_now_s() - last_print > 0.25) {
+                uint64_t n;
+                double l = mm_trainer_take_loss(&t, &n);
+                loss_sum += l * (double)n, loss_n += n;
+                last_print = mm_now_s();
+                fprintf(stderr, "\r  epoch %d/%d  step %llu  loss %.4f  %.0f samples/s   ", ep + 1, c->epochs,
+                        (unsigned long long)t.step, l, (double)(t.samples - s0) / (last_print - e0));
+            }
+        }
+        double dt = mm_now_s() - e0;
+        train_s += dt;
+        uint64_t n;
+        double l = mm_trainer_take_loss(&t, &n);
+        loss_sum += l * (double)n, loss_n += n;
+        double test_loss = 0;
+        acc = mm_trainer_evaluate(&t, &t.test, &test_loss);
+        if (tty) fprintf(stderr, "\r%78s\r", "");
+        if (!a.quiet)
+            printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f %%, %.0f samples/s\n", ep + 1,
+                   c->epochs, loss_n ? loss_sum / (double)loss_n : 0.0, test_loss, acc * 100, (double)(t.samples - s0) / dt);
+        fflush(stdout);
+        if (a.checkpoint && save_checkpoint(&t, a.checkpoint) != 0) {
+            status = 1;
+            break;
+        }
+    }
+    double wall = mm_now_s() - start;
+    if (a.json)
+        printf("{\"event\":\"final\",\"model\":\"%s\",\"test_acc\":%.4f,\"epochs\":%d,\"samples\":%llu,\"steps\":%llu,"
+               "\"wall_s\":%.2f,\"train_samples_per_s\":%.0f,\"peak_rss_kib\":%ld}\n",
+               t.cfg.model, acc, c->epochs, (unsigned long long)t.samples, (unsigned long long)t.step, wall,
+               train_s > 0 ? (double)t.samples / train_s : 0.0, mm_peak_rss_kib());
+    else if (!a.quiet)
+        printf("final: test accuracy %.2f %% after %d epochs, %llu samples, %.1f s\n", acc * 100, c->epochs,
+               (unsigned long long)t.samples, wall);
+    mm_trainer_free(&t);
+    return status;
+}

@@ -1,1 +1,263 @@
-/* placeholder: being written */
+/* The CPU backend: OpenBLAS for matrix products, plain C loops (written so
+ * the compiler vectorises them) for everything else. Single-threaded apart
+ * from OpenBLAS's own pool: one compute pool per process (DESIGN.md). */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+/* Not declared by every cblas.h. */
+extern void openblas_set_num_threads(int num_threads);
+
+static void *cpu_alloc(mm_backend *be, size_t bytes)
+{
+    (void)be;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (p) memset(p, 0, rounded ? rounded : 64);
+    return p;
+}
+
+static void cpu_release(mm_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(mm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+}
+
+static void cpu_fill(mm_backend *be, float *x, size_t n, float v)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+
+static void cpu_sync(mm_backend *be) { (void)be; }
+
+static void cpu_gemm(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                     const float *b, int ldb, float beta, float *c, int ldc)
+{
+    (void)be;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+                b, ldb, beta, c, ldc);
+}
+
+static void cpu_bias_act(mm_backend *be, float *restrict y, const float *restrict bias, int rows, int cols, bool relu)
+{
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        float *restrict row = y + (size_t)r * cols;
+        if (relu)
+            for (int c = 0; c < cols; c++) {
+                float v = row[c] + bias[c];
+                row[c] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int c = 0; c < cols; c++) row[c] += bias[c];
+    }
+}
+
+static void cpu_relu_bwd(mm_backend *be, float *restrict dy, const float *restrict y, size_t n)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+static void cpu_col_sum(mm_backend *be, float *restrict db, const float *restrict dy, int rows, int cols)
+{
+    (void)be;
+    for (int c = 0; c < cols; c++) db[c] = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        const float *restrict row = dy + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) db[c] += row[c];
+    }
+}
+
+static void cpu_im2col(mm_backend *be, float *restrict cols, const float *restrict x, const mm_conv_geom *g)
+{
+    (void)be;
+    const int k = g->k, c = g->c, rowlen = k * k * c;
+    const size_t span = (size_t)k * c; /* one kernel row of one patch */
+    for (int n = 0; n < g->n; n++) {
+        const float *img = x + (size_t)n * g->h * g->w * c;
+        for (int oy = 0; oy < g->oh; oy++)
+            for (int ox = 0; ox < g->ow; ox++) {
+                float *restrict out = cols + (((size_t)n * g->oh + oy) * g->ow + ox) * rowlen;
+                const int x0 = ox - g->pad;
+                for (int ky = 0; ky < k; ky++, out += span) {
+                    const int iy = oy + ky - g->pad;
+                    if (iy < 0 || iy >= g->h) {
+                        memset(out, 0, span * sizeof *out);
+                        continue;
+                    }
+                    /* The in-bounds part of this kernel row is one contiguous run of x. */
+                    int lo = x0 < 0 ? -x0 : 0, hi = x0 + k > g->w ? g->w - x0 : k;
+                    if (lo > 0) memset(out, 0, (size_t)lo * c * sizeof *out);
+                    memcpy(out + (size_t)lo * c, img + ((size_t)iy * g->w + x0 + lo) * c,
+                           (size_t)(hi - lo) * c * sizeof *out);
+                    if (hi < k) memset(out + (size_t)hi * c, 0, (size_t)(k - hi) * c * sizeof *out);
+                }
+            }
+    }
+}
+
+static void cpu_col2im(mm_backend *be, float *restrict dx, const float *restrict dcols, const mm_conv_geom *g)
+{
+    (void)be;
+    const int k = g->k, c = g->c, rowlen = k * k * c;
+    memset(dx, 0, (size_t)g->n * g->h * g->w * c * sizeof *dx);
+    for (int n = 0; n < g->n; n++) {
+        float *img = dx + (size_t)n * g->h * g->w * c;
+        for (int oy = 0; oy < g->oh; oy++)
+            for (int ox = 0; ox < g->ow; ox++) {
+                const float *in = dcols + (((size_t)n * g->oh + oy) * g->ow + ox) * rowlen;
+                const int x0 = ox - g->pad;
+                for (int ky = 0; ky < k; ky++, in += (size_t)k * c) {
+                    const int iy = oy + ky - g->pad;
+                    if (iy < 0 || iy >= g->h) continue;
+                    int lo = x0 < 0 ? -x0 : 0, hi = x0 + k > g->w ? g->w - x0 : k;
+                    float *restrict dst = img + ((size_t)iy * g->w + x0 + lo) * c;
+                    const float *restrict src = in + (size_t)lo * c;
+                    const size_t len = (size_t)(hi - lo) * c;
+                    for (size_t i = 0; i < len; i++) dst[i] += src[i];
+                }
+            }
+    }
+}
+
+static void cpu_maxpool_fwd(mm_backend *be, float *restrict y, uint32_t *restrict arg, const float *restrict x, int n,
+                            int h, int w, int c)
+{
+    (void)be;
+    const int oh = h / 2, ow = w / 2;
+    for (int i = 0; i < n; i++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                const size_t base = (((size_t)i * h + 2 * oy) * w + 2 * ox) * c;
+                const size_t q[4] = {base, base + (size_t)c, base + (size_t)w * c, base + (size_t)w * c + c};
+                const size_t o = (((size_t)i * oh + oy) * ow + ox) * c;
+                for (int ch = 0; ch < c; ch++) {
+                    size_t best = q[0] + ch;
+                    for (int j = 1; j < 4; j++)
+                        if (x[q[j] + ch] > x[best]) best = q[j] + ch;
+                    y[o + ch] = x[best];
+                    arg[o + ch] = (uint32_t)best;
+                }
+            }
+}
+
+static void cpu_maxpool_bwd(mm_backend *be, float *restrict dx, const float *restrict dy, const uint32_t *restrict arg,
+                            size_t ny, size_t nx)
+{
+    (void)be;
+    memset(dx, 0, nx * sizeof *dx);
+    for (size_t i = 0; i < ny; i++) dx[arg[i]] = dy[i];
+}
+
+static void cpu_softmax_xent(mm_backend *be, float *dlogits, float *stats, const float *logits, const int32_t *labels,
+                             int rows, int cols)
+{
+    (void)be;
+    double loss = 0.0;
+    int correct = 0;
+    const float inv = 1.0f / (float)rows;
+    for (int r = 0; r < rows; r++) {
+        const float *z = logits + (size_t)r * cols;
+        int best = 0;
+        for (int c = 1; c < cols; c++)
+            if (z[c] > z[best]) best = c;
+        const float mx = z[best];
+        double sum = 0.0;
+        for (int c = 0; c < cols; c++) sum += exp((double)(z[c] - mx));
+        const int y = labels[r];
+        loss += log(sum) - (double)(z[y] - mx);
+        correct += best == y;
+        if (dlogits) {
+            float *d = dlogits + (size_t)r * cols;
+            for (int c = 0; c < cols; c++)
+                d[c] = ((float)(exp((double)(z[c] - mx)) / sum) - (c == y ? 1.0f : 0.0f)) * inv;
+        }
+    }
+    stats[0] += (float)loss;
+    stats[1] += (float)correct;
+}
+
+static void cpu_sgd_step(mm_backend *be, float *restrict p, const float *restrict g, float *restrict v, size_t n,
+                         const mm_opt_step *s)
+{
+    (void)be;
+    const float lr = s->lr, mu = s->momentum, wd = s->weight_decay;
+    if (s->nesterov)
+        for (size_t i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i], vi = mu * v[i] + gi;
+            v[i] = vi;
+            p[i] -= lr * (gi + mu * vi);
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            float vi = mu * v[i] + g[i] + wd * p[i];
+            v[i] = vi;
+            p[i] -= lr * vi;
+        }
+}
+
+static void cpu_adamw_step(mm_backend *be, float *restrict p, const float *restrict g, float *restrict m,
+                           float *restrict v, size_t n, const mm_opt_step *s)
+{
+    (void)be;
+    const float b1 = s->beta1, b2 = s->beta2, decay = 1.0f - s->lr * s->weight_decay;
+    const float step = s->lr / s->bias1, inv_sqrt_b2 = 1.0f / sqrtf(s->bias2);
+    for (size_t i = 0; i < n; i++) {
+        float mi = b1 * m[i] + (1.0f - b1) * g[i];
+        float vi = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_b2 + s->eps);
+    }
+}
+
+static void cpu_merge(mm_backend *be, float *restrict x, const float *restrict a, const float *restrict b, float w,
+                      size_t n)
+{
+    (void)be;
+    for (size_t i = 0; i < n; i++) x[i] += w * (a[i] - b[i]);
+}
+
+static const mm_backend_ops cpu_ops = {
+    .name = "cpu",
+    .host_visible = true,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .fill = cpu_fill,
+    .sync = cpu_sync,
+    .gemm = cpu_gemm,
+    .bias_act = cpu_bias_act,
+    .relu_bwd = cpu_relu_bwd,
+    .col_sum = cpu_col_sum,
+    .im2col = cpu_im2col,
+    .col2im = cpu_col2im,
+    .maxpool_fwd = cpu_maxpool_fwd,
+    .maxpool_bwd = cpu_maxpool_bwd,
+    .softmax_xent = cpu_softmax_xent,
+    .sgd_step = cpu_sgd_step,
+    .adamw_step = cpu_adamw_step,
+    .merge = cpu_merge,
+};
+
+int mm_backend_cpu_init(mm_backend *be, int threads)
+{
+    if (threads < 1) threads = 1;
+    openblas_set_num_threads(threads);
+    be->ops = &cpu_ops;
+    be->threads = threads;
+    be->impl = NULL;
+    return 0;
+}

@@ -1,0 +1,161 @@
+#include "trainer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void mm_train_config_defaults(mm_train_config *c)
+{
+    const bool cnn = c->model && strcmp(c->model, "cnn") == 0;
+    if (!c->optimizer) c->optimizer = "sgd";
+    const bool adamw = strcmp(c->optimizer, "adamw") == 0;
+    if (c->lr <= 0.0f) c->lr = adamw ? 1e-3f : (cnn ? 0.05f : 0.1f);
+    if (c->weight_decay < 0.0f) c->weight_decay = adamw ? 0.05f : 5e-4f;
+    if (c->warmup_epochs < 0.0f) c->warmup_epochs = 0.5f;
+    if (c->batch <= 0) c->batch = 128;
+    if (c->nshards == 0) c->nshards = 1;
+}
+
+int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    mm_train_config_defaults(&t->cfg);
+    const mm_train_config *c = &t->cfg;
+    int rc;
+    if ((rc = mm_dataset_load(&t->train, c->data_dir, "train", err)) ||
+        (rc = mm_dataset_load(&t->test, c->data_dir, "t10k", err)))
+        goto fail;
+    uint32_t *idx = NULL, count = t->train.n;
+    if (c->nshards > 1 &&
+        (rc = mm_dataset_shard(&t->train, c->shard, c->nshards, c->partition, c->seed, &idx, &count, err)))
+        goto fail;
+    rc = mm_loader_init(&t->loader, &t->train, idx, count, c->seed);
+    free(idx);
+    if (rc) {
+        mm_error_set(err, rc, "out of memory for the data loader");
+        goto fail;
+    }
+    if ((rc = mm_backend_cpu_init(&t->be, c->threads)) ||
+        (rc = mm_model_create(&t->model, c->model, &t->be, c->batch, err)))
+        goto fail;
+    if ((int)t->train.rows * (int)t->train.cols != t->model->in_size) {
+        rc = mm_error_set(err, MM_ERR_MISMATCH, "%s: images are %ux%u, model %s wants %d pixels", c->data_dir,
+                          t->train.rows, t->train.cols, c->model, t->model->in_size);
+        goto fail;
+    }
+    t->steps_per_epoch = (count + (uint32_t)c->batch - 1) / (uint32_t)c->batch;
+    mm_opt_config oc = mm_opt_defaults();
+    oc.kind = strcmp(c->optimizer, "adamw") == 0 ? MM_OPT_ADAMW : MM_OPT_SGD;
+    oc.lr = c->lr;
+    oc.momentum = c->momentum;
+    oc.nesterov = c->nesterov;
+    oc.weight_decay = c->weight_decay;
+    oc.warmup_steps = (uint64_t)(c->warmup_epochs * (float)t->steps_per_epoch);
+    oc.total_steps = (uint64_t)t->steps_per_epoch * (uint64_t)(c->epochs > 0 ? c->epochs : 0);
+    if ((rc = mm_optimizer_init(&t->opt, &oc, &t->be, t->model->layout.total, err))) goto fail;
+    if (!t->be.ops->host_visible) {
+        t->xbuf = malloc((size_t)c->batch * (size_t)t->model->in_size * sizeof(float));
+        t->ybuf = malloc((size_t)c->batch * sizeof(int32_t));
+        if (!t->xbuf || !t->ybuf) {
+            rc = mm_error_set(err, MM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    mm_model_init_params(t->model, c->seed);
+    return MM_OK;
+fail:
+    mm_trainer_free(t);
+    return rc;
+}
+
+void mm_trainer_free(mm_trainer *t)
+{
+    mm_optimizer_free(&t->opt);
+    mm_model_free(t->model);
+    if (t->be.ops) mm_backend_free(&t->be);
+    mm_loader_free(&t->loader);
+    mm_dataset_free(&t->train);
+    mm_dataset_free(&t->test);
+    free(t->xbuf);
+    free(t->ybuf);
+    memset(t, 0, sizeof *t);
+}
+
+/* Draw up to max examples from the loader into the model's input buffers. */
+static uint32_t load_batch(mm_model *m, mm_loader *ld, float *xbuf, int32_t *ybuf, uint32_t max)
+{
+    mm_backend *be = m->be;
+    float *x = be->ops->host_visible ? m->x : xbuf;
+    int32_t *y = be->ops->host_visible ? m->y : ybuf;
+    uint32_t n = mm_loader_next(ld, x, y, max);
+    if (n && !be->ops->host_visible) {
+        be->ops->to_device(be, m->x, x, (size_t)n * (size_t)m->in_size * sizeof(float));
+        be->ops->to_device(be, m->y, y, (size_t)n * sizeof(int32_t));
+    }
+    return n;
+}
+
+uint32_t mm_trainer_step(mm_trainer *t)
+{
+    uint32_t n = load_batch(t->model, &t->loader, t->xbuf, t->ybuf, (uint32_t)t->cfg.batch);
+    if (n == 0) {
+        t->epoch++;
+        return 0;
+    }
+    mm_model_forward(t->model, (int)n);
+    mm_model_backward(t->model, (int)n);
+    mm_optimizer_step(&t->opt, t->model->params, t->model->grads);
+    t->step++;
+    t->samples += n;
+    t->loss_examples += n;
+    return n;
+}
+
+double mm_trainer_take_loss(mm_trainer *t, uint64_t *count)
+{
+    static const float zero[2] = {0.0f, 0.0f};
+    float stats[2];
+    mm_backend *be = &t->be;
+    be->ops->to_host(be, stats, t->model->stats, sizeof stats);
+    be->ops->to_device(be, t->model->stats, zero, sizeof zero);
+    *count = t->loss_examples;
+    double mean = t->loss_examples ? (double)stats[0] / (double)t->loss_examples : 0.0;
+    t->loss_examples = 0;
+    return mean;
+}
+
+double mm_model_evaluate(mm_model *m, const mm_dataset *ds, double *loss)
+{
+    static const float zero[2] = {0.0f, 0.0f};
+    mm_backend *be = m->be;
+    float saved[2], stats[2];
+    be->ops->to_host(be, saved, m->stats, sizeof saved);
+    be->ops->to_device(be, m->stats, zero, sizeof zero);
+    mm_loader ld;
+    if (mm_loader_init(&ld, ds, NULL, ds->n, 0) != 0) return -1.0;
+    float *xbuf = NULL;
+    int32_t *ybuf = NULL;
+    if (!be->ops->host_visible) {
+        xbuf = malloc((size_t)m->max_batch * (size_t)m->in_size * sizeof(float));
+        ybuf = malloc((size_t)m->max_batch * sizeof(int32_t));
+    }
+    uint32_t n, total = 0;
+    if (be->ops->host_visible || (xbuf && ybuf))
+        while ((n = load_batch(m, &ld, xbuf, ybuf, (uint32_t)m->max_batch)) > 0) {
+            mm_model_eval_batch(m, (int)n);
+            total += n;
+        }
+    be->ops->to_host(be, stats, m->stats, sizeof stats);
+    be->ops->to_device(be, m->stats, saved, sizeof saved);
+    mm_loader_free(&ld);
+    free(xbuf);
+    free(ybuf);
+    if (total == 0) return -1.0;
+    if (loss) *loss = (double)stats[0] / total;
+    return (double)stats[1] / total;
+}
+
+double mm_trainer_evaluate(mm_trainer *t, const mm_dataset *ds, double *loss)
+{
+    return mm_model_evaluate(t->model, ds, loss);
+}

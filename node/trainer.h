@@ -1,0 +1,69 @@
+/* The training engine of one node: model, optimizer, data and counters.
+ *
+ * Used by solo training and (later) by the networked node's training thread.
+ * It owns everything it trains with; nothing here does network I/O. */
+#ifndef MM_TRAINER_H
+#define MM_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct {
+    const char *model;    /* "mlp" | "cnn" */
+    const char *data_dir;
+    const char *optimizer; /* "sgd" | "adamw" */
+    int epochs;
+    int batch;
+    int threads;
+    uint64_t seed;
+    float lr;            /* 0: the model's default */
+    float momentum;
+    float weight_decay;  /* < 0: the optimizer's default */
+    float warmup_epochs; /* < 0: the model's default */
+    bool nesterov;
+    uint32_t shard, nshards;
+    mm_partition partition;
+} mm_train_config;
+
+/* The default recipe for a model (learning rate etc.), applied where the
+ * config leaves a value at "default". */
+void mm_train_config_defaults(mm_train_config *c);
+
+typedef struct {
+    mm_train_config cfg;
+    mm_backend be;
+    mm_model *model;
+    mm_optimizer opt;
+    mm_dataset train, test;
+    mm_loader loader;
+    float *xbuf;    /* host staging when the backend is not host-visible */
+    int32_t *ybuf;
+    uint64_t step, samples;
+    uint64_t loss_examples; /* examples behind model->stats */
+    uint32_t epoch; /* completed epochs */
+    uint32_t steps_per_epoch;
+} mm_trainer;
+
+/* Load data (train set sharded as configured, test set), build the model and
+ * optimizer, initialise parameters from cfg->seed. */
+int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err);
+void mm_trainer_free(mm_trainer *t);
+/* One optimizer step on the next batch; returns its example count, or 0 when
+ * the epoch just ended (t->epoch was incremented; the next call starts the
+ * next epoch). */
+uint32_t mm_trainer_step(mm_trainer *t);
+/* Read and reset the loss accumulated since the last call: mean loss per
+ * example and the number of examples (0 if none). */
+double mm_trainer_take_loss(mm_trainer *t, uint64_t *count);
+/* Accuracy in [0,1] of the current parameters on ds; mean loss into *loss. */
+double mm_trainer_evaluate(mm_trainer *t, const mm_dataset *ds, double *loss);
+
+/* Evaluate a model (parameters already in m) on ds. */
+double mm_model_evaluate(mm_model *m, const mm_dataset *ds, double *loss);
+
+#endif

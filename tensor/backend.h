@@ -1,0 +1,93 @@
+/* The compute backend: a table of operations over buffers the backend owns.
+ *
+ * A model is written once against this table; tensor/backend_cpu.c implements
+ * it with OpenBLAS and plain C, gpu/ with cuBLAS and CUDA kernels. Buffers are
+ * opaque device pointers (host pointers for the CPU backend): the model code
+ * never dereferences them, it only passes them to these operations. All
+ * matrices are row-major. Tensors of images are NHWC.
+ *
+ * Shape comments use B = batch rows, and name every argument's extent. */
+#ifndef MM_BACKEND_H
+#define MM_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mm_backend mm_backend;
+
+/* Geometry of a 2-D convolution, stride 1, square kernel, symmetric zero padding. */
+typedef struct {
+    int n;        /* images */
+    int h, w, c;  /* input height, width, channels */
+    int k, pad;   /* kernel size, padding */
+    int oh, ow;   /* output height, width = h + 2 pad - k + 1 */
+} mm_conv_geom;
+
+/* Hyper-parameters of one optimizer step, already scheduled (lr is this step's). */
+typedef struct {
+    float lr, momentum, weight_decay;
+    bool nesterov;
+    float beta1, beta2, eps;
+    float bias1, bias2; /* AdamW bias corrections 1 - beta^t */
+} mm_opt_step;
+
+typedef struct {
+    const char *name;
+    bool host_visible; /* buffers are plain host memory */
+    void (*destroy)(mm_backend *be); /* may be NULL */
+
+    /* Memory. alloc returns zeroed memory aligned to 64 bytes, or NULL. */
+    void *(*alloc)(mm_backend *be, size_t bytes);
+    void (*release)(mm_backend *be, void *p);
+    void (*to_device)(mm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*to_host)(mm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*fill)(mm_backend *be, float *x, size_t n, float v);
+    /* Wait until every queued operation is done (no-op on CPU). */
+    void (*sync)(mm_backend *be);
+
+    /* c[m,n] = alpha * op(a)[m,k] op(b)[k,n] + beta * c[m,n]; ta/tb transpose. */
+    void (*gemm)(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+    /* y[rows,cols] += bias[cols], then ReLU if relu. */
+    void (*bias_act)(mm_backend *be, float *y, const float *bias, int rows, int cols, bool relu);
+    /* dy[n] *= (y[n] > 0): the ReLU backward, in place. */
+    void (*relu_bwd)(mm_backend *be, float *dy, const float *y, size_t n);
+    /* db[cols] = sum over rows of dy[rows,cols]. */
+    void (*col_sum)(mm_backend *be, float *db, const float *dy, int rows, int cols);
+
+    /* cols[n*oh*ow, k*k*c] from x[n,h,w,c]; row = output pixel, column = (ky,kx,ci). */
+    void (*im2col)(mm_backend *be, float *cols, const float *x, const mm_conv_geom *g);
+    /* dx[n,h,w,c] = sum of dcols[n*oh*ow, k*k*c] over the patches that read it (dx overwritten). */
+    void (*col2im)(mm_backend *be, float *dx, const float *dcols, const mm_conv_geom *g);
+    /* 2x2, stride 2: y[n,h/2,w/2,c] = max of x[n,h,w,c]; arg[i] = index into x of y[i]'s max. */
+    void (*maxpool_fwd)(mm_backend *be, float *y, uint32_t *arg, const float *x, int n, int h, int w, int c);
+    /* dx[n,h,w,c] = 0 except dx[arg[i]] = dy[i]. */
+    void (*maxpool_bwd)(mm_backend *be, float *dx, const float *dy, const uint32_t *arg, size_t ny, size_t nx);
+    /* Softmax cross-entropy of logits[rows,cols] against labels[rows]:
+     * dlogits = (softmax - onehot) / rows (dlogits may be NULL: evaluation only);
+     * stats[0] += summed loss, stats[1] += correct argmax predictions. */
+    void (*softmax_xent)(mm_backend *be, float *dlogits, float *stats, const float *logits, const int32_t *labels,
+                         int rows, int cols);
+
+    /* SGD with momentum (PyTorch semantics, optional Nesterov), weight decay coupled:
+     * g' = g + wd p; v = mu v + g'; p -= lr (nesterov ? g' + mu v : v). */
+    void (*sgd_step)(mm_backend *be, float *p, const float *g, float *v, size_t n, const mm_opt_step *s);
+    /* AdamW (decoupled weight decay). */
+    void (*adamw_step)(mm_backend *be, float *p, const float *g, float *m, float *v, size_t n, const mm_opt_step *s);
+    /* The averaging merge: x[n] += w * (a[n] - b[n]). */
+    void (*merge)(mm_backend *be, float *x, const float *a, const float *b, float w, size_t n);
+} mm_backend_ops;
+
+struct mm_backend {
+    const mm_backend_ops *ops;
+    int threads;
+    void *impl; /* backend-private state */
+};
+
+/* The CPU backend; threads is OpenBLAS's thread count (>= 1). */
+int mm_backend_cpu_init(mm_backend *be, int threads);
+/* Release the backend's own state (not the buffers it handed out). */
+void mm_backend_free(mm_backend *be);
+
+#endif
