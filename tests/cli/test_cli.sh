@@ -1,0 +1,144 @@
+#!/bin/bash
+# End-to-end checks of murmur's command line: exit codes (0 ok, 1 failure, 2 usage error), the
+# messages users see, and a short real training run -> eval -> inspect -> corrupted checkpoint.
+# Usage: tests/cli/test_cli.sh PATH/TO/murmur      (ctest runs it as the test "cli")
+set -euo pipefail
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+    echo "usage: $0 PATH/TO/murmur (an executable)" >&2
+    exit 2
+fi
+murmur="$1"
+data_dir="${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/murmur-cli.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+failures=0
+checks=0
+out=
+err=
+rc=0
+
+# run ARGS...: run murmur (bounded), capturing stdout in $out, stderr in $err, the status in $rc.
+run() {
+    rc=0
+    timeout 120 "$murmur" "$@" >"$tmp/stdout" 2>"$tmp/stderr" || rc=$?
+    out="$(cat "$tmp/stdout")"
+    err="$(cat "$tmp/stderr")"
+}
+
+fail() {
+    failures=$((failures + 1))
+    echo "FAIL: $*" >&2
+    echo "      stdout: $(printf '%s' "$out" | head -c 400)" >&2
+    echo "      stderr: $(printf '%s' "$err" | head -c 400)" >&2
+}
+
+# expect CODE [TEXT] -- ARGS...: murmur ARGS exits with CODE and, if TEXT is given, prints it
+# (case-insensitive) on stdout or stderr.
+expect() {
+    local code="$1" text=""
+    shift
+    if [ "$1" != -- ]; then
+        text="$1"
+        shift
+    fi
+    shift # --
+    checks=$((checks + 1))
+    run "$@"
+    if [ "$rc" = 124 ]; then
+        fail "murmur $* timed out after 120 s"
+    elif [ "$rc" != "$code" ]; then
+        fail "murmur $* exited $rc, expected $code"
+    elif [ -n "$text" ] && ! printf '%s\n%s\n' "$out" "$err" | grep -qiF -- "$text"; then
+        fail "murmur $* exited $rc as expected but did not print '$text'"
+    fi
+}
+
+# expect_err CODE TEXT -- ARGS...: as expect, but TEXT must be on stderr.
+expect_err() {
+    local code="$1" text="$2"
+    shift 3
+    checks=$((checks + 1))
+    run "$@"
+    if [ "$rc" = 124 ]; then
+        fail "murmur $* timed out after 120 s"
+    elif [ "$rc" != "$code" ]; then
+        fail "murmur $* exited $rc, expected $code"
+    elif ! printf '%s\n' "$err" | grep -qiF -- "$text"; then
+        fail "murmur $* exited $rc as expected but its stderr does not mention '$text'"
+    fi
+}
+
+# --- top level
+expect 2 --
+expect 0 usage -- --help
+expect_err 2 "unknown command" -- frobnicate
+
+# --- per command help
+for cmd in train eval inspect; do
+    expect 0 usage -- "$cmd" --help
+done
+
+# --- argument errors (exit 2)
+expect_err 2 "unknown option" -- train --solo --bogus
+expect_err 2 "out of range" -- train --solo --epochs 0
+expect_err 2 "not an integer" -- train --solo --epochs abc
+expect 2 -- train --solo --model resnet
+expect 2 -- train --solo --lr -1
+expect 2 -- train --solo --shard 3/2
+expect_err 2 "missing" -- eval
+
+# --- runtime errors (exit 1), naming what failed
+expect_err 1 /nonexistent -- train --solo --data /nonexistent
+expect_err 1 /nonexistent.safetensors -- eval /nonexistent.safetensors
+head -c 4096 /dev/urandom >"$tmp/garbage.safetensors"
+printf 'this is not a checkpoint' | dd of="$tmp/garbage.safetensors" conv=notrunc status=none
+checks=$((checks + 1))
+run inspect "$tmp/garbage.safetensors"
+if [ "$rc" != 1 ]; then
+    fail "murmur inspect <garbage> exited $rc, expected 1"
+elif [ -z "$err" ]; then
+    fail "murmur inspect <garbage> exited 1 without a message on stderr"
+fi
+
+# --- a short real run: train 1 epoch, eval, inspect, then a truncated checkpoint
+if [ -d "$data_dir" ]; then
+    ckpt="$tmp/m.safetensors"
+    checks=$((checks + 1))
+    run train --solo --model mlp --epochs 1 --batch 256 --data "$data_dir" --checkpoint "$ckpt" --json --quiet
+    final="$(printf '%s\n' "$out" | grep '^{' | tail -n 1 || true)"
+    acc="$(printf '%s\n' "$final" | sed -n 's/.*"test_acc":\([0-9.]*\).*/\1/p')"
+    if [ "$rc" != 0 ]; then
+        fail "murmur train (1 epoch) exited $rc"
+    elif ! printf '%s' "$final" | grep -qF '"event":"final"'; then
+        fail "murmur train --json: no final JSON line with \"event\":\"final\""
+    elif [ -z "$acc" ] || ! awk -v a="$acc" 'BEGIN { exit !(a > 0.8) }'; then
+        fail "murmur train (1 epoch mlp): test_acc '$acc' is not above 0.8"
+    elif [ ! -s "$ckpt" ]; then
+        fail "murmur train --checkpoint did not write $ckpt"
+    else
+        checks=$((checks + 1))
+        run eval "$ckpt" --data "$data_dir" --json
+        eacc="$(printf '%s\n' "$out" | sed -n 's/.*"test_acc":\([0-9.]*\).*/\1/p' | tail -n 1)"
+        if [ "$rc" != 0 ]; then
+            fail "murmur eval <checkpoint> exited $rc"
+        elif [ "$eacc" != "$acc" ]; then
+            fail "murmur eval reports test_acc '$eacc', training's final line said '$acc'"
+        fi
+
+        expect 0 fc1.weight -- inspect "$ckpt"
+
+        truncate -s 100 "$ckpt"
+        expect_err 1 "$ckpt" -- eval "$ckpt" --data "$data_dir"
+    fi
+else
+    echo "note: $data_dir not found, skipping the training run" >&2
+fi
+
+if [ "$failures" -gt 0 ]; then
+    echo "test_cli: $failures of $checks checks failed" >&2
+    exit 1
+fi
+echo "test_cli: all $checks checks passed"
