@@ -1,0 +1,1902 @@
+/* The gossip core (see gossip.h and docs/protocol.md).
+ *
+ * Layout of this file: small helpers; the action queue and per-connection
+ * output; peers, scores and the view; exchanges; the handshake; frames and
+ * control messages; timers; the public entry points. Nothing here reads a
+ * clock, touches a socket or a file, or draws from a global random source. */
+#include "gossip.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "encode.h"
+#include "noise.h"
+#include "record.h"
+
+#define ACTQ_CAP 512
+#define MAX_SCORES 64
+#define MAX_TOMBS 64
+#define REPLAY_SLOTS 1024
+#define HS_PAYLOAD_LEN (32 + 64 + 8 + 1)
+
+enum { CONN_FREE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
+enum { PEER_ALIVE, PEER_SUSPECT };
+enum { EXCH_AVERAGE = 0, EXCH_SYNC = 1 };
+
+typedef struct {
+    bool used;
+    mm_addr_rec rec;
+    int state;
+    uint64_t suspect_since, next_probe;
+    mm_conn_id conn; /* open session, or 0 */
+} peer;
+
+typedef struct {
+    bool used;
+    uint8_t id[MM_ID_BYTES];
+    double score;
+    uint64_t at, ban_until, ban_len;
+} score_entry;
+
+typedef struct {
+    uint8_t id[MM_ID_BYTES];
+    uint64_t seq;
+} tomb;
+
+typedef struct {
+    bool used;
+    uint32_t xid;
+    uint8_t kind;
+    bool initiator;
+    mm_conn_id conn;
+    uint8_t peer_id[MM_ID_BYTES];
+    uint8_t enc;
+    bool snap_wanted, have_snap;
+    const float *snap;
+    uint64_t my_samples, peer_samples;
+    bool acked;       /* initiator: ACK received; responder: ACK sent */
+    bool send_data;   /* we stream our snapshot */
+    uint64_t sent_vals;
+    uint32_t sent_chunks;
+    uint64_t sent_bytes;
+    bool sent_end;
+    bool expect_recv; /* the peer streams to us */
+    float *recv;
+    uint64_t recv_vals;
+    uint32_t recv_chunks;
+    uint64_t recv_bytes;
+    bool recv_end;
+    bool validated;   /* the peer's vector passed our checks; DONE sent */
+    bool peer_done;   /* the peer's DONE: it accepted ours */
+    bool merging;     /* MERGE emitted, waiting for merge_done */
+    bool sync_done;   /* sync: vector received and validated, waiting for the others */
+    uint64_t started, deadline, window_start, window_bytes;
+} exch;
+
+typedef struct {
+    mm_conn_id id;
+    int state;
+    bool outbound, expect_known, authed, hello_sent, hello_ok, closing, graceful;
+    char addr[MM_ADDR_MAX];
+    uint8_t expect_id[MM_ID_BYTES];
+    uint8_t peer_id[MM_ID_BYTES];
+    uint8_t peer_caps;
+    mm_noise_hs *hs;
+    mm_record rec;
+    uint8_t *rx;
+    size_t rx_len, rx_cap;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    bool out_lent;
+    uint64_t unwritten; /* given to the runtime, not yet reported written */
+    uint64_t opened, last_rx, last_tx, last_useful;
+    uint32_t xid;       /* exchange on this connection, 0 if none */
+    bool pending_avg;   /* start an exchange once the session is up */
+    bool pending_sync;
+    double tokens;
+    uint64_t tokens_at;
+} conn;
+
+typedef struct {
+    double hist[MM_CLIP_HISTORY];
+    uint32_t n, pos;
+} clip_state;
+
+struct mm_gossip {
+    mm_gossip_config cfg;
+    mm_gossip_env env;
+    mm_gossip_tensor *tensors;
+    clip_state *clips;
+    uint8_t id[MM_ID_BYTES];
+    uint8_t network_id[32];
+    uint8_t static_sk[32], static_pk[32];
+    uint8_t binding_sig[MM_SIG_BYTES];
+    mm_addr_rec self;
+    bool aes_ok, leaving;
+
+    conn *conns;
+    uint32_t nconns;
+    mm_conn_id next_conn;
+    peer peers[MM_VIEW_SIZE];
+    score_entry scores[MAX_SCORES];
+    tomb tombs[MAX_TOMBS];
+    uint32_t ntombs;
+    exch exchs[MM_MAX_EXCHANGES];
+    uint32_t next_xid;
+    struct {
+        uint8_t e[8];
+        uint64_t at;
+    } replay[REPLAY_SLOTS];
+
+    /* state sync */
+    bool sync_wanted, sync_active;
+    uint64_t sync_started;
+
+    uint64_t next_exchange, next_shuffle, deadline;
+    mm_action q[ACTQ_CAP];
+    uint32_t q_head, q_len;
+    uint8_t scratch[MM_FRAME_MAX_PLAIN + MM_FRAME_TAG];
+    mm_gossip_stats st;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static void *g_alloc(mm_gossip *g, size_t n) { return g->env.alloc(g->env.alloc_ctx, n); }
+static void g_free(mm_gossip *g, void *p)
+{
+    if (p) g->env.free(g->env.alloc_ctx, p);
+}
+
+static uint64_t rand_u64(mm_gossip *g)
+{
+    uint64_t x;
+    g->env.random(g->env.random_ctx, &x, sizeof x);
+    return x;
+}
+
+static uint32_t rand_below(mm_gossip *g, uint32_t n) { return n ? (uint32_t)(rand_u64(g) % n) : 0; }
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static void hex8(const uint8_t *id, char out[17]) { sodium_bin2hex(out, 17, id, 8); }
+
+/* ------------------------------------------------------- the action queue */
+
+static mm_action *push_action(mm_gossip *g, mm_act_kind kind)
+{
+    if (g->q_len == ACTQ_CAP) {
+        /* The runtime drains the queue after every call; a full queue means a
+         * bug in the runtime. Drop the oldest LOG rather than anything that
+         * carries state. */
+        for (uint32_t i = 0; i < g->q_len; i++) {
+            mm_action *a = &g->q[(g->q_head + i) % ACTQ_CAP];
+            if (a->kind == MM_ACT_LOG) {
+                a->kind = MM_ACT_NONE;
+                break;
+            }
+        }
+        return NULL;
+    }
+    mm_action *a = &g->q[(g->q_head + g->q_len++) % ACTQ_CAP];
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    return a;
+}
+
+__attribute__((format(printf, 4, 5))) static void logf_(mm_gossip *g, mm_log_kind kind, const uint8_t *peer_id,
+                                                         const char *fmt, ...)
+{
+    mm_action *a = push_action(g, MM_ACT_LOG);
+    if (!a) return;
+    a->log = kind;
+    if (peer_id) memcpy(a->peer_id, peer_id, MM_ID_BYTES);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->text, sizeof a->text, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ connections */
+
+static conn *find_conn(mm_gossip *g, mm_conn_id id)
+{
+    for (uint32_t i = 0; i < g->nconns; i++)
+        if (g->conns[i].state != CONN_FREE && g->conns[i].id == id) return &g->conns[i];
+    return NULL;
+}
+
+static conn *new_conn(mm_gossip *g, bool outbound, const char *addr, uint64_t now)
+{
+    conn *c = NULL;
+    uint32_t half_open = 0, used = 0;
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        if (g->conns[i].state == CONN_FREE) {
+            if (!c) c = &g->conns[i];
+        } else {
+            used++;
+            if (g->conns[i].state != CONN_OPEN) half_open++;
+        }
+    }
+    if (used >= MM_MAX_CONNS || (!outbound && half_open >= MM_MAX_HALF_OPEN)) return NULL;
+    if (!c) {
+        if (g->nconns == MM_MAX_CONNS) return NULL;
+        c = &g->conns[g->nconns++];
+    }
+    memset(c, 0, sizeof *c);
+    c->id = ++g->next_conn ? g->next_conn : ++g->next_conn;
+    c->state = outbound ? CONN_CONNECTING : CONN_HANDSHAKE;
+    c->outbound = outbound;
+    snprintf(c->addr, sizeof c->addr, "%s", addr ? addr : "");
+    c->opened = c->last_rx = c->last_tx = c->last_useful = c->tokens_at = now;
+    c->tokens = MM_CTRL_BURST;
+    return c;
+}
+
+/* Room for n more output bytes. */
+static bool out_reserve(mm_gossip *g, conn *c, size_t n)
+{
+    if (c->out_len + n <= c->out_cap) return true;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + n) cap *= 2;
+    uint8_t *p = g_alloc(g, cap);
+    if (!p) return false;
+    if (c->out_len) memcpy(p, c->out, c->out_len);
+    g_free(g, c->out);
+    c->out = p;
+    c->out_cap = cap;
+    return true;
+}
+
+static void conn_free_buffers(mm_gossip *g, conn *c)
+{
+    if (c->hs) {
+        mm_noise_wipe(c->hs);
+        g_free(g, c->hs);
+        c->hs = NULL;
+    }
+    mm_record_wipe(&c->rec);
+    g_free(g, c->rx);
+    g_free(g, c->out);
+    c->rx = c->out = NULL;
+    c->rx_len = c->rx_cap = c->out_len = c->out_cap = 0;
+}
+
+static void abort_exchange(mm_gossip *g, exch *x, bool tell_peer, const char *why, uint64_t now);
+static peer *find_peer(mm_gossip *g, const uint8_t *id);
+static void mark_suspect(mm_gossip *g, const uint8_t *id, uint64_t now);
+
+/* Close a connection: flush what is queued, then CLOSE. Its exchange is
+ * abandoned unless it is already merging (a local operation). */
+static void close_conn_(mm_gossip *g, conn *c, bool suspect_peer, bool emit, uint64_t now)
+{
+    if (c->state == CONN_FREE || c->closing) return;
+    c->closing = true;
+    if (c->xid) {
+        for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+            if (g->exchs[i].used && g->exchs[i].xid == c->xid && !g->exchs[i].merging && !g->exchs[i].sync_done)
+                abort_exchange(g, &g->exchs[i], false, "connection closed", now);
+        c->xid = 0;
+    }
+    if (c->hello_ok) {
+        peer *p = find_peer(g, c->peer_id);
+        if (p && p->conn == c->id) p->conn = 0;
+        if (suspect_peer) mark_suspect(g, c->peer_id, now);
+    }
+    if (!emit) return;
+    mm_action *a = push_action(g, MM_ACT_CLOSE);
+    if (a) a->conn = c->id;
+}
+
+static void close_conn(mm_gossip *g, conn *c, bool suspect_peer, uint64_t now)
+{
+    close_conn_(g, c, suspect_peer, true, now);
+}
+
+/* Called once the runtime reports the socket gone, or right after CLOSE. */
+static void release_conn(mm_gossip *g, conn *c)
+{
+    if (c->state == CONN_OPEN && g->st.sessions) g->st.sessions--;
+    conn_free_buffers(g, c);
+    c->state = CONN_FREE;
+}
+
+/* A protocol failure on c: penalise the peer (if known) and close. */
+static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t now);
+
+__attribute__((format(printf, 4, 5))) static void fail_conn(mm_gossip *g, conn *c, double penalty, const char *fmt,
+                                                            ...)
+{
+    char text[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    logf_(g, MM_LOG_REFUSED, c->authed ? c->peer_id : NULL, "%s%s%s", c->addr, c->addr[0] ? ": " : "", text);
+    if (c->authed && penalty > 0) penalize(g, c->peer_id, penalty, c->last_rx);
+    if (c->state != CONN_OPEN) g->st.handshakes_failed++;
+    close_conn(g, c, false, c->last_rx);
+}
+
+/* ------------------------------------------------------------ frames out */
+
+static bool send_frame(mm_gossip *g, conn *c, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt,
+                       size_t len)
+{
+    size_t need = MM_FRAME_HEADER + len + MM_FRAME_TAG;
+    if (!out_reserve(g, c, need)) return false;
+    long n = mm_record_seal(&c->rec, type, xid, offset, pt, len, c->out + c->out_len, c->out_cap - c->out_len);
+    if (n < 0) return false;
+    c->out_len += (size_t)n;
+    g->st.bytes_out += (uint64_t)n;
+    return true;
+}
+
+static bool send_msg(mm_gossip *g, conn *c, const mm_msg *m)
+{
+    uint8_t buf[8192];
+    long n = mm_msg_encode(m, buf, sizeof buf);
+    if (n < 0) return false;
+    return send_frame(g, c, m->type == MM_MSG_END ? MM_FRAME_END : MM_FRAME_CTRL, m->type == MM_MSG_END ? m->u.end.xid : 0,
+                      0, buf, (size_t)n);
+}
+
+static void send_refusal(mm_gossip *g, conn *c, mm_msg_type type, uint32_t xid, uint32_t code, const char *text)
+{
+    mm_msg m = {.type = type};
+    m.u.refuse.xid = xid;
+    m.u.refuse.code = code;
+    snprintf(m.u.refuse.text, sizeof m.u.refuse.text, "%s", text);
+    send_msg(g, c, &m);
+}
+
+/* -------------------------------------------------- scores, bans, the view */
+
+static score_entry *score_of(mm_gossip *g, const uint8_t *id, bool create)
+{
+    score_entry *free_slot = NULL, *oldest = NULL;
+    for (int i = 0; i < MAX_SCORES; i++) {
+        score_entry *s = &g->scores[i];
+        if (s->used && memcmp(s->id, id, MM_ID_BYTES) == 0) return s;
+        if (!s->used && !free_slot) free_slot = s;
+        if (s->used && (!oldest || s->at < oldest->at)) oldest = s;
+    }
+    if (!create) return NULL;
+    score_entry *s = free_slot ? free_slot : oldest;
+    memset(s, 0, sizeof *s);
+    s->used = true;
+    memcpy(s->id, id, MM_ID_BYTES);
+    return s;
+}
+
+/* Scores decay by 0.9 per minute towards zero. */
+static void decay(score_entry *s, uint64_t now)
+{
+    if (now > s->at) s->score *= pow(0.9, (double)(now - s->at) / 60e9);
+    s->at = now;
+}
+
+static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t now)
+{
+    score_entry *s = score_of(g, id, true);
+    decay(s, now);
+    s->score -= amount;
+    if (s->score < MM_SCORE_BAN && s->ban_until <= now) {
+        s->ban_len = s->ban_len ? 2 * s->ban_len : MM_BAN_FIRST;
+        s->ban_until = now + s->ban_len;
+        char h[17];
+        hex8(id, h);
+        logf_(g, MM_LOG_REFUSED, id, "peer %s banned for %llu s (score %.0f)", h,
+              (unsigned long long)(s->ban_len / 1000000000ull), s->score);
+    }
+}
+
+static bool banned(mm_gossip *g, const uint8_t *id, uint64_t now)
+{
+    score_entry *s = score_of(g, id, false);
+    return s && s->ban_until > now;
+}
+
+static peer *find_peer(mm_gossip *g, const uint8_t *id)
+{
+    for (int i = 0; i < MM_VIEW_SIZE; i++)
+        if (g->peers[i].used && memcmp(g->peers[i].rec.id, id, MM_ID_BYTES) == 0) return &g->peers[i];
+    return NULL;
+}
+
+/* The IPv4 /24 of "a.b.c.d:port" as a number, or -1 if addr is not one. */
+static long prefix24(const char *addr)
+{
+    unsigned a, b, c, d;
+    if (sscanf(addr, "%u.%u.%u.%u:", &a, &b, &c, &d) != 4 || a > 255 || b > 255 || c > 255) return -1;
+    return (long)((a << 16) | (b << 8) | c);
+}
+
+static uint32_t view_size(const mm_gossip *g)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < MM_VIEW_SIZE; i++) n += g->peers[i].used;
+    return n;
+}
+
+/* The bytes an address record's signature covers. */
+static size_t rec_message(const mm_gossip *g, const mm_addr_rec *r, bool leave, uint8_t *out)
+{
+    static const char addr_dom[] = "murmur-addr-v1", leave_dom[] = "murmur-leave-v1";
+    const char *dom = leave ? leave_dom : addr_dom;
+    size_t n = strlen(dom), alen = strlen(r->addr);
+    memcpy(out, dom, n);
+    memcpy(out + n, g->network_id, 32);
+    memcpy(out + n + 32, r->id, MM_ID_BYTES);
+    put_le64(out + n + 64, r->seq);
+    out[n + 72] = (uint8_t)alen;
+    memcpy(out + n + 73, r->addr, alen);
+    return n + 73 + alen;
+}
+
+static void sign_rec(const mm_gossip *g, mm_addr_rec *r, bool leave)
+{
+    uint8_t m[16 + 73 + MM_ADDR_MAX];
+    size_t n = rec_message(g, r, leave, m);
+    crypto_sign_detached(r->sig, NULL, m, n, g->cfg.identity_sk);
+}
+
+static bool rec_valid(const mm_gossip *g, const mm_addr_rec *r, bool leave)
+{
+    uint8_t m[16 + 73 + MM_ADDR_MAX];
+    size_t n = rec_message(g, r, leave, m);
+    return crypto_sign_verify_detached(r->sig, m, n, r->id) == 0;
+}
+
+static bool member_allowed(const mm_gossip *g, const uint8_t *id)
+{
+    if (g->cfg.nallow == 0) return true;
+    for (uint32_t i = 0; i < g->cfg.nallow; i++)
+        if (memcmp(g->cfg.allowlist[i], id, MM_ID_BYTES) == 0) return true;
+    return false;
+}
+
+static const tomb *find_tomb(const mm_gossip *g, const uint8_t *id)
+{
+    for (uint32_t i = 0; i < g->ntombs && i < MAX_TOMBS; i++)
+        if (memcmp(g->tombs[i].id, id, MM_ID_BYTES) == 0) return &g->tombs[i];
+    return NULL;
+}
+
+/* Learn a verified record. Returns the peer entry, or NULL if not kept. */
+static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64_t now)
+{
+    if (memcmp(r->id, g->id, MM_ID_BYTES) == 0 || !r->addr[0] || !member_allowed(g, r->id)) return NULL;
+    const tomb *t = find_tomb(g, r->id);
+    if (t && r->seq <= t->seq) return NULL; /* it left; only a newer incarnation returns */
+    peer *p = find_peer(g, r->id);
+    if (p) {
+        if (r->seq > p->rec.seq) p->rec = *r;
+        if (trusted_live) p->state = PEER_ALIVE;
+        return p;
+    }
+    long pfx = prefix24(r->addr);
+    if (pfx >= 0) {
+        int same = 0;
+        for (int i = 0; i < MM_VIEW_SIZE; i++)
+            if (g->peers[i].used && prefix24(g->peers[i].rec.addr) == pfx) same++;
+        if (same >= MM_VIEW_PER_PREFIX && strncmp(r->addr, "127.", 4) != 0) return NULL;
+    }
+    int slot = -1;
+    for (int i = 0; i < MM_VIEW_SIZE && slot < 0; i++)
+        if (!g->peers[i].used) slot = i;
+    if (slot < 0) { /* full: replace a random entry without a session */
+        int cand[MM_VIEW_SIZE], nc = 0;
+        for (int i = 0; i < MM_VIEW_SIZE; i++)
+            if (!g->peers[i].conn) cand[nc++] = i;
+        if (!nc) return NULL;
+        slot = cand[rand_below(g, (uint32_t)nc)];
+    }
+    p = &g->peers[slot];
+    memset(p, 0, sizeof *p);
+    p->used = true;
+    p->rec = *r;
+    p->state = PEER_ALIVE;
+    p->next_probe = now;
+    return p;
+}
+
+static void forget(mm_gossip *g, peer *p, const char *why)
+{
+    char h[17];
+    hex8(p->rec.id, h);
+    logf_(g, MM_LOG_PEER_DOWN, p->rec.id, "peer %s (%s) %s", h, p->rec.addr, why);
+    p->used = false;
+}
+
+static void mark_suspect(mm_gossip *g, const uint8_t *id, uint64_t now)
+{
+    peer *p = find_peer(g, id);
+    if (p && p->state == PEER_ALIVE) {
+        p->state = PEER_SUSPECT;
+        p->suspect_since = now;
+        p->next_probe = now + MM_PROBE_PERIOD;
+    }
+}
+
+/* An open, greeted session with id, or NULL. */
+static conn *session_of(mm_gossip *g, const uint8_t *id)
+{
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->state == CONN_OPEN && c->hello_ok && !c->closing && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static conn *dial(mm_gossip *g, const char *addr, const uint8_t *expect, uint64_t now)
+{
+    conn *c = new_conn(g, true, addr, now);
+    if (!c) return NULL;
+    if (expect) {
+        c->expect_known = true;
+        memcpy(c->expect_id, expect, MM_ID_BYTES);
+    }
+    mm_action *a = push_action(g, MM_ACT_CONNECT);
+    if (!a) {
+        c->state = CONN_FREE;
+        return NULL;
+    }
+    a->conn = c->id;
+    a->addr = c->addr;
+    return c;
+}
+
+/* A session to peer p, or a dial towards one (NULL if neither is possible). */
+static conn *reach(mm_gossip *g, peer *p, uint64_t now)
+{
+    conn *c = session_of(g, p->rec.id);
+    if (c) return c;
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *d = &g->conns[i];
+        if (d->state != CONN_FREE && !d->closing && d->outbound && d->expect_known &&
+            memcmp(d->expect_id, p->rec.id, MM_ID_BYTES) == 0)
+            return d;
+    }
+    return dial(g, p->rec.addr, p->rec.id, now);
+}
+
+/* ---------------------------------------------------------------- exchanges */
+
+static exch *find_exch(mm_gossip *g, uint32_t xid)
+{
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+        if (g->exchs[i].used && g->exchs[i].xid == xid) return &g->exchs[i];
+    return NULL;
+}
+
+static exch *new_exch(mm_gossip *g, conn *c, uint8_t kind, bool initiator, uint32_t xid, uint64_t now)
+{
+    exch *x = NULL;
+    for (int i = 0; i < MM_MAX_EXCHANGES && !x; i++)
+        if (!g->exchs[i].used) x = &g->exchs[i];
+    if (!x) return NULL;
+    memset(x, 0, sizeof *x);
+    x->used = true;
+    x->xid = xid;
+    x->kind = kind;
+    x->initiator = initiator;
+    x->conn = c->id;
+    memcpy(x->peer_id, c->peer_id, MM_ID_BYTES);
+    x->enc = g->cfg.encoding;
+    x->send_data = kind == EXCH_AVERAGE || !initiator;
+    x->expect_recv = kind == EXCH_AVERAGE || initiator;
+    x->started = x->window_start = now;
+    uint64_t bytes = mm_enc_bytes(x->enc, MM_CHUNK_VALUES) * (g->cfg.params / MM_CHUNK_VALUES + 1);
+    x->deadline = now + MM_EXCH_GRACE + bytes / MM_EXCH_MIN_RATE * 1000000000ull;
+    if (x->expect_recv) {
+        x->recv = g_alloc(g, g->cfg.params * sizeof(float));
+        if (!x->recv) {
+            x->used = false;
+            return NULL;
+        }
+    }
+    c->xid = xid;
+    return x;
+}
+
+static void free_exch(mm_gossip *g, exch *x)
+{
+    if (x->snap_wanted || x->have_snap) {
+        mm_action *a = push_action(g, MM_ACT_RELEASE);
+        if (a) a->xid = x->xid;
+    }
+    g_free(g, x->recv);
+    conn *c = find_conn(g, x->conn);
+    if (c && c->xid == x->xid) c->xid = 0;
+    memset(x, 0, sizeof *x);
+}
+
+static void log_exchange(mm_gossip *g, exch *x, bool ok, const char *why, uint64_t now)
+{
+    mm_action *a = push_action(g, MM_ACT_LOG);
+    if (!a) return;
+    a->log = MM_LOG_EXCHANGE;
+    a->ok = ok;
+    a->xid = x->xid;
+    memcpy(a->peer_id, x->peer_id, MM_ID_BYTES);
+    a->bytes_in = x->recv_bytes;
+    a->bytes_out = x->sent_bytes;
+    a->duration = now - x->started;
+    char h[17];
+    hex8(x->peer_id, h);
+    snprintf(a->text, sizeof a->text, "%s %s with %s: %s", x->kind == EXCH_SYNC ? "sync" : "exchange",
+             ok ? "done" : "failed", h, why);
+}
+
+static void abort_exchange(mm_gossip *g, exch *x, bool tell_peer, const char *why, uint64_t now)
+{
+    conn *c = find_conn(g, x->conn);
+    if (tell_peer && c && c->state == CONN_OPEN && !c->closing) send_frame(g, c, MM_FRAME_ABORT, x->xid, 0, NULL, 0);
+    log_exchange(g, x, false, why, now);
+    g->st.exchanges_failed++;
+    free_exch(g, x);
+}
+
+static void finish_sync(mm_gossip *g, uint64_t now);
+static void start_sync(mm_gossip *g, uint64_t now);
+static int average_now(mm_gossip *g, uint64_t now);
+
+/* Per-tensor distance clipping with an adaptive bound (SECURITY.md §2.7).
+ * Rewrites recv as snap + clip(recv - snap). Returns false to refuse. */
+static bool clip_vector(mm_gossip *g, exch *x)
+{
+    const float *s = x->snap;
+    float *r = x->recv;
+    uint32_t far = 0;
+    double scale[64];
+    uint32_t nt = g->cfg.ntensors < 64 ? g->cfg.ntensors : 64;
+    for (uint32_t t = 0; t < nt; t++) {
+        const mm_gossip_tensor *tn = &g->tensors[t];
+        double d2 = 0;
+        for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) {
+            double d = (double)r[i] - (double)s[i];
+            d2 += d * d;
+        }
+        double d = sqrt(d2);
+        clip_state *cs = &g->clips[t];
+        double tau = HUGE_VAL;
+        if (cs->n >= MM_CLIP_MIN_HISTORY) {
+            double h[MM_CLIP_HISTORY];
+            uint32_t n = cs->n;
+            memcpy(h, cs->hist, n * sizeof *h);
+            for (uint32_t i = 1; i < n; i++) /* insertion sort: n <= 32 */
+                for (uint32_t j = i; j > 0 && h[j] < h[j - 1]; j--) {
+                    double tmp = h[j];
+                    h[j] = h[j - 1];
+                    h[j - 1] = tmp;
+                }
+            tau = 2.0 * (n % 2 ? h[n / 2] : 0.5 * (h[n / 2 - 1] + h[n / 2]));
+            if (tau < 1e-6) tau = 1e-6;
+        }
+        if (d > MM_CLIP_REFUSE * tau) far++;
+        scale[t] = d > tau ? tau / d : 1.0;
+        double rec = d < tau ? d : tau;
+        cs->hist[cs->pos] = rec;
+        cs->pos = (cs->pos + 1) % MM_CLIP_HISTORY;
+        if (cs->n < MM_CLIP_HISTORY) cs->n++;
+    }
+    if (nt && far * 2 > nt) return false;
+    for (uint32_t t = 0; t < nt; t++) {
+        if (scale[t] >= 1.0) continue;
+        const mm_gossip_tensor *tn = &g->tensors[t];
+        float k = (float)scale[t];
+        for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) r[i] = s[i] + k * (r[i] - s[i]);
+    }
+    return true;
+}
+
+/* Both directions complete? Then validate and merge (or park a sync result). */
+static void try_finish(mm_gossip *g, exch *x, uint64_t now)
+{
+    if (x->merging || x->sync_done) return;
+    if ((x->expect_recv && !x->recv_end) || (x->send_data && !x->sent_end)) return;
+    if (!x->expect_recv) { /* we only served a sync */
+        log_exchange(g, x, true, "served", now);
+        g->st.exchanges_ok++;
+        free_exch(g, x);
+        return;
+    }
+    if (x->kind == EXCH_SYNC) {
+        x->sync_done = true;
+        finish_sync(g, now);
+        return;
+    }
+    if (!x->validated) {
+        if (g->cfg.clip && g->clips && !clip_vector(g, x)) {
+            penalize(g, x->peer_id, MM_PENALTY_INVALID, now);
+            abort_exchange(g, x, true, "vector refused: too far from ours", now);
+            return;
+        }
+        /* Tell the peer we accept its vector; merge once it says the same of
+         * ours, so an exchange is applied on both sides or on neither (but
+         * for a failure between the two DONEs). */
+        conn *c = find_conn(g, x->conn);
+        mm_msg d = {.type = MM_MSG_DONE};
+        d.u.done.xid = x->xid;
+        if (!c || c->closing || !send_msg(g, c, &d)) {
+            abort_exchange(g, x, false, "connection lost before DONE", now);
+            return;
+        }
+        x->validated = true;
+    }
+    if (!x->peer_done) return;
+    float w = 0.5f;
+    if (g->cfg.weighting == MM_WEIGHT_SAMPLES && x->my_samples + x->peer_samples > 0) {
+        double f = (double)x->peer_samples / ((double)x->my_samples + (double)x->peer_samples);
+        w = (float)(f < 0.5 ? f : 0.5);
+    }
+    mm_action *a = push_action(g, MM_ACT_MERGE);
+    if (!a) {
+        abort_exchange(g, x, true, "action queue full", now);
+        return;
+    }
+    a->xid = x->xid;
+    a->peer = x->recv;
+    a->snap = x->snap;
+    a->weight = w;
+    a->count = g->cfg.params;
+    x->merging = true;
+}
+
+/* Stream our snapshot while the send window allows. */
+static void pump(mm_gossip *g, exch *x, conn *c)
+{
+    if (!x->send_data || !x->have_snap || !x->acked || x->sent_end || c->closing) return;
+    while (x->sent_vals < g->cfg.params && c->unwritten + c->out_len < MM_SEND_WINDOW) {
+        uint64_t n = g->cfg.params - x->sent_vals;
+        if (n > MM_CHUNK_VALUES) n = MM_CHUNK_VALUES;
+        const float *src = x->snap + x->sent_vals;
+        const uint8_t *pt;
+        size_t len;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (x->enc == MM_ENC_F32) { /* the snapshot is already the wire format: seal straight from it */
+            pt = (const uint8_t *)src;
+            len = (size_t)n * 4;
+        } else
+#endif
+        {
+            len = mm_enc_encode(x->enc, src, (size_t)n, g->scratch);
+            pt = g->scratch;
+        }
+        if (!send_frame(g, c, MM_FRAME_DATA, x->xid, x->sent_vals, pt, len)) {
+            abort_exchange(g, x, true, "out of memory", c->last_tx);
+            return;
+        }
+        x->sent_vals += n;
+        x->sent_chunks++;
+        x->sent_bytes += len;
+    }
+    if (x->sent_vals == g->cfg.params) {
+        mm_msg m = {.type = MM_MSG_END};
+        m.u.end.xid = x->xid;
+        m.u.end.total_bytes = x->sent_bytes;
+        m.u.end.chunks = x->sent_chunks;
+        m.u.end.encoding = x->enc;
+        if (!send_msg(g, c, &m)) {
+            abort_exchange(g, x, true, "out of memory", c->last_tx);
+            return;
+        }
+        x->sent_end = true;
+    }
+}
+
+static void want_snapshot(mm_gossip *g, exch *x)
+{
+    mm_action *a = push_action(g, MM_ACT_WANT_SNAPSHOT);
+    if (a) {
+        a->xid = x->xid;
+        x->snap_wanted = true;
+    }
+}
+
+/* Begin an exchange on an open session (we are the initiator). */
+static void start_exchange(mm_gossip *g, conn *c, uint8_t kind, uint64_t now)
+{
+    if (c->xid) return;
+    exch *x = new_exch(g, c, kind, true, ++g->next_xid, now);
+    if (!x) return;
+    if (kind == EXCH_SYNC) { /* nothing of ours to send: ask right away */
+        mm_msg m = {.type = MM_MSG_EXCH_REQ};
+        m.u.exch.xid = x->xid;
+        m.u.exch.encoding = x->enc;
+        m.u.exch.kind = EXCH_SYNC;
+        if (!send_msg(g, c, &m)) abort_exchange(g, x, false, "out of memory", now);
+    } else {
+        want_snapshot(g, x); /* the request goes out with our sample count once it is lent */
+    }
+}
+
+static void finish_sync(mm_gossip *g, uint64_t now)
+{
+    exch *done[MM_SYNC_SOURCES];
+    int nd = 0, pending = 0;
+    if (!g->sync_active) return;
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) {
+        exch *x = &g->exchs[i];
+        if (!x->used || x->kind != EXCH_SYNC || !x->initiator) continue;
+        if (x->merging) return;
+        if (x->sync_done && nd < MM_SYNC_SOURCES)
+            done[nd++] = x;
+        else if (!x->sync_done)
+            pending++;
+    }
+    bool timed_out = now >= g->sync_started + MM_SYNC_TIMEOUT;
+    if (nd == 0 && pending == 0) { /* every source failed: try again with the next session */
+        g->sync_active = false;
+        g->sync_wanted = true;
+        logf_(g, MM_LOG_INFO, NULL, "state sync failed; retrying");
+        start_sync(g, now);
+        return;
+    }
+    if (nd == 0 || (pending && !timed_out && nd < MM_SYNC_SOURCES)) return;
+    /* With three sources, the coordinate-wise median: one poisoned source
+     * cannot move any coordinate outside the range of the two honest ones. */
+    if (nd >= 3) {
+        float *a = done[0]->recv, *b = done[1]->recv, *c = done[2]->recv;
+        for (uint64_t i = 0; i < g->cfg.params; i++) {
+            float lo = a[i] < b[i] ? a[i] : b[i], hi = a[i] < b[i] ? b[i] : a[i];
+            a[i] = c[i] < lo ? lo : c[i] > hi ? hi : c[i];
+        }
+    }
+    for (int i = 1; i < nd; i++) {
+        log_exchange(g, done[i], true, "sync source", now);
+        g->st.exchanges_ok++;
+        free_exch(g, done[i]);
+    }
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) /* sources still running are no longer needed */
+        if (g->exchs[i].used && g->exchs[i].kind == EXCH_SYNC && g->exchs[i].initiator && !g->exchs[i].sync_done)
+            abort_exchange(g, &g->exchs[i], true, "sync finished without it", now);
+    mm_action *a = push_action(g, MM_ACT_MERGE);
+    if (!a) return;
+    a->xid = done[0]->xid;
+    a->peer = done[0]->recv;
+    a->snap = NULL;
+    a->weight = 1.0f;
+    a->count = g->cfg.params;
+    done[0]->merging = true;
+    g->sync_active = false;
+    logf_(g, MM_LOG_SYNCED, NULL, "state synced from %d peer(s)%s", nd, nd >= 3 ? " (coordinate-wise median)" : "");
+}
+
+static void start_sync(mm_gossip *g, uint64_t now)
+{
+    if (g->sync_active) return;
+    int started = 0;
+    for (uint32_t i = 0; i < g->nconns && started < MM_SYNC_SOURCES; i++) {
+        conn *c = &g->conns[i];
+        if (c->state == CONN_OPEN && c->hello_ok && !c->closing && !c->xid) {
+            start_exchange(g, c, EXCH_SYNC, now);
+            if (c->xid) started++;
+        }
+    }
+    if (started) {
+        g->sync_wanted = false;
+        g->sync_active = true;
+        g->sync_started = now;
+    }
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static void make_payload(const mm_gossip *g, uint8_t *p)
+{
+    memcpy(p, g->id, 32);
+    memcpy(p + 32, g->binding_sig, 64);
+    put_le64(p + 96, 0); /* not_after: 0 = bound for the life of this static key */
+    p[104] = g->aes_ok ? 1 : 0;
+}
+
+static size_t binding_message(const mm_gossip *g, const uint8_t *static_pub, uint64_t not_after, uint8_t *m)
+{
+    static const char dom[] = "murmur-static-v1";
+    memcpy(m, dom, 16);
+    memcpy(m + 16, g->network_id, 32);
+    memcpy(m + 48, static_pub, 32);
+    put_le64(m + 80, not_after);
+    return 88;
+}
+
+/* Check the peer's handshake payload; on success fill c->peer_id. */
+static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, uint64_t now)
+{
+    if (len != HS_PAYLOAD_LEN) {
+        fail_conn(g, c, 0, "handshake payload of %zu bytes", len);
+        return false;
+    }
+    const uint8_t *rs = mm_noise_remote_static(c->hs);
+    uint8_t m[88];
+    size_t n = binding_message(g, rs, get_le64(p + 96), m);
+    if (!rs || crypto_sign_verify_detached(p + 32, m, n, p) != 0) {
+        fail_conn(g, c, 0, "the peer's static key is not bound to its identity in this network");
+        return false;
+    }
+    if (memcmp(p, g->id, MM_ID_BYTES) == 0) {
+        fail_conn(g, c, 0, "connected to ourselves");
+        return false;
+    }
+    if (c->expect_known && memcmp(p, c->expect_id, MM_ID_BYTES) != 0) {
+        fail_conn(g, c, 0, "reached a different identity than the one dialled");
+        return false;
+    }
+    if (!member_allowed(g, p)) {
+        fail_conn(g, c, 0, "identity is not a member of this network (allowlist)");
+        return false;
+    }
+    if (banned(g, p, now)) {
+        fail_conn(g, c, 0, "identity is banned");
+        return false;
+    }
+    memcpy(c->peer_id, p, MM_ID_BYTES);
+    c->peer_caps = p[104];
+    return true;
+}
+
+/* After the last handshake message: derive the record keys, greet. */
+static void establish(mm_gossip *g, conn *c, uint64_t now)
+{
+    uint8_t k1[32], k2[32], h[MM_NOISE_HASHLEN], r1[32], r2[32];
+    mm_cipher cipher = (g->aes_ok && (c->peer_caps & 1)) ? MM_CIPHER_AESGCM : MM_CIPHER_CHACHA;
+    if (mm_noise_split(c->hs, k1, k2, h) != 0) {
+        fail_conn(g, c, 0, "handshake split failed");
+        return;
+    }
+    uint8_t label[14] = "murmur-rec-v1";
+    label[13] = (uint8_t)cipher;
+    crypto_generichash(r1, 32, label, sizeof label, k1, 32);
+    crypto_generichash(r2, 32, label, sizeof label, k2, 32);
+    int rc = c->outbound ? mm_record_init(&c->rec, cipher, r1, r2) : mm_record_init(&c->rec, cipher, r2, r1);
+    sodium_memzero(k1, sizeof k1);
+    sodium_memzero(k2, sizeof k2);
+    sodium_memzero(r1, sizeof r1);
+    sodium_memzero(r2, sizeof r2);
+    mm_noise_wipe(c->hs);
+    g_free(g, c->hs);
+    c->hs = NULL;
+    if (rc != 0) {
+        fail_conn(g, c, 0, "record layer init failed");
+        return;
+    }
+    c->state = CONN_OPEN;
+    c->authed = true;
+    g->st.sessions++;
+    g->st.handshakes_ok++;
+    mm_msg m = {.type = MM_MSG_HELLO};
+    m.u.hello.version = MM_PROTO_VERSION;
+    memcpy(m.u.hello.fingerprint, g->cfg.fingerprint, MM_FP_BYTES);
+    m.u.hello.params = g->cfg.params;
+    m.u.hello.encodings = 0xf;
+    m.u.hello.self = g->self;
+    if (!send_msg(g, c, &m)) {
+        fail_conn(g, c, 0, "out of memory");
+        return;
+    }
+    c->hello_sent = true;
+    (void)now;
+}
+
+static bool replay_seen(mm_gossip *g, const uint8_t *e, uint64_t now, bool insert)
+{
+    /* Keyed by the first bytes of the ephemeral (random, so a fine hash). */
+    uint32_t slot = (uint32_t)(get_le64(e) % REPLAY_SLOTS);
+    bool seen = memcmp(g->replay[slot].e, e + 8, 8) == 0 && g->replay[slot].at + MM_HS_REPLAY_WINDOW > now &&
+                g->replay[slot].at != 0;
+    if (insert) {
+        memcpy(g->replay[slot].e, e + 8, 8);
+        g->replay[slot].at = now ? now : 1;
+    }
+    return seen;
+}
+
+static bool hs_send(mm_gossip *g, conn *c, const uint8_t *payload, size_t plen)
+{
+    uint8_t msg[MM_HS_MAX_MSG];
+    size_t n;
+    if (mm_noise_write(c->hs, payload, plen, msg, sizeof msg, &n) != 0 || !out_reserve(g, c, n + 2)) return false;
+    c->out[c->out_len] = (uint8_t)(n >> 8);
+    c->out[c->out_len + 1] = (uint8_t)n;
+    memcpy(c->out + c->out_len + 2, msg, n);
+    c->out_len += n + 2;
+    g->st.bytes_out += n + 2;
+    return true;
+}
+
+static bool hs_begin(mm_gossip *g, conn *c, bool initiator)
+{
+    c->hs = g_alloc(g, sizeof *c->hs);
+    if (!c->hs) return false;
+    uint8_t prologue[8 + 32];
+    memcpy(prologue, "murmur/1", 8);
+    memcpy(prologue + 8, g->network_id, 32);
+    if (mm_noise_init(c->hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue, g->static_sk,
+                      g->cfg.network_key, NULL) != 0)
+        return false;
+    uint8_t e[32];
+    g->env.random(g->env.random_ctx, e, sizeof e);
+    mm_noise_set_ephemeral(c->hs, e);
+    sodium_memzero(e, sizeof e);
+    return true;
+}
+
+/* One complete handshake message from the peer. */
+static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, uint64_t now)
+{
+    uint8_t payload[MM_HS_MAX_MSG], mine[HS_PAYLOAD_LEN];
+    size_t plen;
+    if (!c->outbound && !c->hs) { /* msg1 */
+        if (len != MM_HS_MSG1_LEN) {
+            fail_conn(g, c, 0, "first handshake message of %zu bytes (want %d)", len, MM_HS_MSG1_LEN);
+            return;
+        }
+        if (replay_seen(g, msg, now, false)) {
+            fail_conn(g, c, 0, "replayed handshake message");
+            return;
+        }
+        if (!hs_begin(g, c, false)) {
+            fail_conn(g, c, 0, "out of memory");
+            return;
+        }
+        if (mm_noise_read(c->hs, msg, len, payload, sizeof payload, &plen) != 0) {
+            fail_conn(g, c, 0, "handshake refused: the peer does not hold our network key");
+            return;
+        }
+        replay_seen(g, msg, now, true);
+        make_payload(g, mine);
+        if (!hs_send(g, c, mine, sizeof mine)) fail_conn(g, c, 0, "handshake write failed");
+        return;
+    }
+    if (!c->hs || mm_noise_read(c->hs, msg, len, payload, sizeof payload, &plen) != 0) {
+        fail_conn(g, c, 0, "handshake message failed authentication");
+        return;
+    }
+    if (!check_payload(g, c, payload, plen, now)) return;
+    if (c->outbound) { /* msg2 read: answer with msg3 */
+        make_payload(g, mine);
+        if (!hs_send(g, c, mine, sizeof mine)) {
+            fail_conn(g, c, 0, "handshake write failed");
+            return;
+        }
+    }
+    if (mm_noise_done(c->hs)) establish(g, c, now);
+}
+
+/* ---------------------------------------------------------- control messages */
+
+static void on_hello(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
+{
+    char h[17];
+    hex8(c->peer_id, h);
+    if (m->u.hello.version != MM_PROTO_VERSION) {
+        send_refusal(g, c, MM_MSG_ERROR, 0, MM_REFUSE_VERSION, "protocol version differs");
+        fail_conn(g, c, 0, "peer %s speaks protocol version %u, we speak %u", h, m->u.hello.version,
+                  MM_PROTO_VERSION);
+        return;
+    }
+    if (memcmp(m->u.hello.fingerprint, g->cfg.fingerprint, MM_FP_BYTES) != 0 || m->u.hello.params != g->cfg.params) {
+        char ours[33], theirs[33], text[128];
+        sodium_bin2hex(ours, sizeof ours, g->cfg.fingerprint, MM_FP_BYTES);
+        sodium_bin2hex(theirs, sizeof theirs, m->u.hello.fingerprint, MM_FP_BYTES);
+        snprintf(text, sizeof text, "model fingerprint %.16s differs from ours (%.16s)", ours, theirs);
+        send_refusal(g, c, MM_MSG_ERROR, 0, MM_REFUSE_FINGERPRINT, text);
+        fail_conn(g, c, 0,
+                  "peer %s trains a different model: its fingerprint is %.16s (%llu parameters), ours %.16s "
+                  "(%llu); nodes of one network must train the same model",
+                  h, theirs, (unsigned long long)m->u.hello.params, ours, (unsigned long long)g->cfg.params);
+        return;
+    }
+    const mm_addr_rec *r = &m->u.hello.self;
+    if (memcmp(r->id, c->peer_id, MM_ID_BYTES) != 0 || !rec_valid(g, r, false)) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "peer %s sent an address record that is not its own", h);
+        return;
+    }
+    /* One session per identity: with a simultaneous open, keep the
+     * connection dialled by the lower identity. */
+    conn *other = session_of(g, c->peer_id);
+    if (other && other != c) {
+        bool c_from_lower = c->outbound == (memcmp(g->id, c->peer_id, MM_ID_BYTES) < 0);
+        conn *loser = c_from_lower ? other : c;
+        if (!loser->xid) {
+            send_frame(g, loser, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+            loser->graceful = true;
+            close_conn(g, loser, false, now);
+            if (loser == c) return;
+        }
+    }
+    c->hello_ok = true;
+    peer *p = learn(g, r, true, now);
+    if (p) p->conn = c->id;
+    logf_(g, MM_LOG_PEER_UP, c->peer_id, "session with %s (%s) up", h, r->addr[0] ? r->addr : c->addr);
+    if (c->pending_sync || g->sync_wanted) {
+        c->pending_sync = false;
+        start_sync(g, now);
+    }
+    if (c->pending_avg) {
+        c->pending_avg = false;
+        if (!g->sync_active && !g->sync_wanted) start_exchange(g, c, EXCH_AVERAGE, now);
+    }
+}
+
+static void send_shuffle(mm_gossip *g, conn *c, mm_msg_type type)
+{
+    mm_msg m = {.type = type};
+    m.u.shuffle.recs[m.u.shuffle.n++] = g->self;
+    uint32_t start = rand_below(g, MM_VIEW_SIZE);
+    for (uint32_t i = 0; i < MM_VIEW_SIZE && m.u.shuffle.n < MM_SHUFFLE_LEN; i++) {
+        peer *p = &g->peers[(start + i) % MM_VIEW_SIZE];
+        if (p->used && p->state == PEER_ALIVE && memcmp(p->rec.id, c->peer_id, MM_ID_BYTES) != 0)
+            m.u.shuffle.recs[m.u.shuffle.n++] = p->rec;
+    }
+    send_msg(g, c, &m);
+}
+
+static void on_shuffle(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
+{
+    /* At most MM_SHUFFLE_LEN records per sender per round count. */
+    uint32_t n = m->u.shuffle.n < MM_SHUFFLE_LEN ? m->u.shuffle.n : MM_SHUFFLE_LEN;
+    for (uint32_t i = 0; i < n; i++) {
+        const mm_addr_rec *r = &m->u.shuffle.recs[i];
+        if (!rec_valid(g, r, false)) {
+            penalize(g, c->peer_id, MM_PENALTY_RATE, now);
+            continue;
+        }
+        learn(g, r, false, now);
+    }
+    if (m->type == MM_MSG_SHUFFLE) send_shuffle(g, c, MM_MSG_SHUFFLE_REPLY);
+}
+
+static void on_exch_req(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
+{
+    uint32_t xid = m->u.exch.xid;
+    uint32_t busy_exchs = 0;
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) busy_exchs += g->exchs[i].used;
+    if (g->leaving || c->xid || busy_exchs >= MM_MAX_EXCHANGES || find_exch(g, xid) ||
+        (m->u.exch.kind == EXCH_AVERAGE && (g->sync_active || g->sync_wanted))) {
+        send_refusal(g, c, MM_MSG_BUSY, xid, g->leaving ? MM_REFUSE_LEAVING : MM_REFUSE_BUSY, "busy");
+        return;
+    }
+    if (m->u.exch.samples > (1ull << 53)) {
+        penalize(g, c->peer_id, MM_PENALTY_INVALID, now);
+        send_refusal(g, c, MM_MSG_BUSY, xid, MM_REFUSE_INVALID, "absurd sample count");
+        return;
+    }
+    exch *x = new_exch(g, c, m->u.exch.kind, false, xid, now);
+    if (!x) {
+        send_refusal(g, c, MM_MSG_BUSY, xid, MM_REFUSE_BUSY, "out of memory");
+        return;
+    }
+    x->enc = m->u.exch.encoding;
+    x->peer_samples = m->u.exch.samples;
+    want_snapshot(g, x);
+}
+
+static void on_exch_ack(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
+{
+    exch *x = find_exch(g, m->u.exch.xid);
+    if (!x || x->conn != c->id || !x->initiator || x->acked) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected EXCH_ACK");
+        return;
+    }
+    if (m->u.exch.encoding != x->enc || m->u.exch.samples > (1ull << 53)) {
+        penalize(g, c->peer_id, MM_PENALTY_INVALID, now);
+        abort_exchange(g, x, true, "peer acknowledged with a bad encoding or sample count", now);
+        return;
+    }
+    x->acked = true;
+    x->peer_samples = m->u.exch.samples;
+    pump(g, x, c);
+    try_finish(g, x, now);
+}
+
+static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, uint64_t now)
+{
+    /* Rate limit: a token bucket per connection. */
+    c->tokens += (double)(now - c->tokens_at) * MM_CTRL_RATE / 1e9;
+    if (c->tokens > MM_CTRL_BURST) c->tokens = MM_CTRL_BURST;
+    c->tokens_at = now;
+    if (c->tokens < 1.0) {
+        penalize(g, c->peer_id, MM_PENALTY_RATE, now);
+        return;
+    }
+    c->tokens -= 1.0;
+    mm_msg m;
+    mm_error err = {0};
+    if (mm_mp_validate(pt, len) != 0 || mm_msg_decode(&m, pt, len, &err) != 0) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed control message: %s", err.msg[0] ? err.msg : "bad msgpack");
+        return;
+    }
+    if (!c->hello_ok && m.type != MM_MSG_HELLO && m.type != MM_MSG_ERROR) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "message before HELLO");
+        return;
+    }
+    if (m.type != MM_MSG_PING && m.type != MM_MSG_PONG) c->last_useful = now;
+    switch (m.type) {
+    case MM_MSG_HELLO:
+        if (c->hello_ok) {
+            fail_conn(g, c, MM_PENALTY_PROTOCOL, "second HELLO");
+            return;
+        }
+        on_hello(g, c, &m, now);
+        break;
+    case MM_MSG_EXCH_REQ:
+        on_exch_req(g, c, &m, now);
+        break;
+    case MM_MSG_EXCH_ACK:
+        on_exch_ack(g, c, &m, now);
+        break;
+    case MM_MSG_BUSY: {
+        exch *x = find_exch(g, m.u.refuse.xid);
+        if (x && x->conn == c->id && x->initiator) abort_exchange(g, x, false, "peer busy", now);
+        break;
+    }
+    case MM_MSG_ERROR: {
+        char h[17];
+        hex8(c->peer_id, h);
+        logf_(g, MM_LOG_REFUSED, c->peer_id, "peer %s refused us: %s", h, m.u.refuse.text);
+        c->graceful = true;
+        close_conn(g, c, false, now);
+        break;
+    }
+    case MM_MSG_SHUFFLE:
+    case MM_MSG_SHUFFLE_REPLY:
+        on_shuffle(g, c, &m, now);
+        break;
+    case MM_MSG_PING: {
+        mm_msg r = {.type = MM_MSG_PONG};
+        r.u.ping.nonce = m.u.ping.nonce;
+        send_msg(g, c, &r);
+        break;
+    }
+    case MM_MSG_PONG:
+        break;
+    case MM_MSG_DONE: {
+        exch *x = find_exch(g, m.u.done.xid);
+        if (!x || x->conn != c->id || x->kind != EXCH_AVERAGE || x->peer_done || !x->sent_end) {
+            fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected DONE");
+            return;
+        }
+        x->peer_done = true;
+        try_finish(g, x, now);
+        break;
+    }
+    case MM_MSG_LEAVE: {
+        const mm_addr_rec *r = &m.u.leave.rec;
+        if (memcmp(r->id, c->peer_id, MM_ID_BYTES) != 0 || !rec_valid(g, r, true)) {
+            fail_conn(g, c, MM_PENALTY_PROTOCOL, "forged LEAVE");
+            return;
+        }
+        tomb *t = &g->tombs[g->ntombs++ % MAX_TOMBS];
+        memcpy(t->id, r->id, MM_ID_BYTES);
+        t->seq = r->seq;
+        peer *p = find_peer(g, r->id);
+        if (p) forget(g, p, "left the network");
+        c->graceful = true;
+        break;
+    }
+    default:
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected message type %d", (int)m.type);
+    }
+}
+
+/* --------------------------------------------------------------- frames in */
+
+static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t *hdr, const uint8_t *ct, uint64_t now)
+{
+    exch *x = find_exch(g, h->xid);
+    if (!x || x->conn != c->id || !x->expect_recv || x->recv_end || x->merging) {
+        /* An aborted exchange's frames may still be in flight: decrypt (to
+         * keep the nonce sequence) and drop. */
+        if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        return;
+    }
+    size_t bytes = h->len - MM_FRAME_TAG, n = mm_enc_values(x->enc, bytes);
+    bool ok_shape = n > 0 && n <= MM_CHUNK_VALUES && h->offset == x->recv_vals && x->recv_vals + n <= g->cfg.params &&
+                    mm_enc_bytes(x->enc, n) == bytes;
+    uint8_t *dst = g->scratch;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (ok_shape && x->enc == MM_ENC_F32) dst = (uint8_t *)(x->recv + x->recv_vals); /* decrypt in place */
+#endif
+    if (mm_record_open(&c->rec, h, hdr, ct, dst) != 0) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        return;
+    }
+    if (!ok_shape) {
+        penalize(g, c->peer_id, MM_PENALTY_PROTOCOL, now);
+        abort_exchange(g, x, true, "data chunk out of sequence or of a bad size", now);
+        return;
+    }
+    int rc = dst == g->scratch ? mm_enc_decode(x->enc, dst, bytes, x->recv + x->recv_vals)
+                               : mm_enc_check_finite(x->recv + x->recv_vals, n);
+    if (rc != 0) {
+        penalize(g, c->peer_id, MM_PENALTY_INVALID, now);
+        abort_exchange(g, x, true, "vector refused: non-finite value", now);
+        return;
+    }
+    x->recv_vals += n;
+    x->recv_chunks++;
+    x->recv_bytes += bytes;
+    x->window_bytes += bytes;
+}
+
+static void on_end(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, uint64_t now)
+{
+    mm_msg m;
+    mm_error err = {0};
+    if (mm_mp_validate(pt, len) != 0 || mm_msg_decode(&m, pt, len, &err) != 0 || m.type != MM_MSG_END) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed END: %s", err.msg);
+        return;
+    }
+    exch *x = find_exch(g, m.u.end.xid);
+    if (!x || x->conn != c->id || !x->expect_recv || x->recv_end) return; /* stale */
+    if (m.u.end.total_bytes != x->recv_bytes || m.u.end.chunks != x->recv_chunks || m.u.end.encoding != x->enc ||
+        x->recv_vals != g->cfg.params) {
+        penalize(g, c->peer_id, MM_PENALTY_PROTOCOL, now);
+        abort_exchange(g, x, true, "END does not match what was received", now);
+        return;
+    }
+    x->recv_end = true;
+    try_finish(g, x, now);
+}
+
+static void handle_frame(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t *hdr, const uint8_t *ct,
+                         uint64_t now)
+{
+    if (h->type == MM_FRAME_DATA) {
+        c->last_useful = now;
+        on_data(g, c, h, hdr, ct, now);
+        return;
+    }
+    size_t len = h->len - MM_FRAME_TAG;
+    if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) {
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        return;
+    }
+    switch (h->type) {
+    case MM_FRAME_CTRL:
+        handle_ctrl(g, c, g->scratch, len, now);
+        break;
+    case MM_FRAME_END:
+        on_end(g, c, g->scratch, len, now);
+        break;
+    case MM_FRAME_ABORT: {
+        exch *x = find_exch(g, h->xid);
+        if (x && x->conn == c->id && !x->merging && !x->sync_done) abort_exchange(g, x, false, "peer aborted", now);
+        break;
+    }
+    case MM_FRAME_CLOSE:
+        c->graceful = true;
+        close_conn(g, c, false, now);
+        break;
+    default:
+        fail_conn(g, c, MM_PENALTY_PROTOCOL, "unknown frame type %u", h->type);
+    }
+}
+
+/* Consume complete messages from c->rx. */
+static void process_rx(mm_gossip *g, conn *c, uint64_t now)
+{
+    size_t pos = 0;
+    while (c->state != CONN_FREE && !c->closing) {
+        size_t avail = c->rx_len - pos;
+        const uint8_t *p = c->rx + pos;
+        if (c->state == CONN_HANDSHAKE) {
+            if (avail < 2) break;
+            size_t n = (size_t)p[0] << 8 | p[1];
+            if (n > MM_HS_MAX_MSG || n == 0) {
+                fail_conn(g, c, 0, "handshake message of %zu bytes", n);
+                break;
+            }
+            if (avail < 2 + n) break;
+            pos += 2 + n;
+            hs_message(g, c, p + 2, n, now);
+        } else if (c->state == CONN_OPEN) {
+            if (avail < MM_FRAME_HEADER) break;
+            mm_frame_hdr h;
+            if (mm_frame_parse_header(p, &h) != 0) {
+                fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed frame header");
+                break;
+            }
+            if (avail < MM_FRAME_HEADER + h.len) break;
+            pos += MM_FRAME_HEADER + h.len;
+            handle_frame(g, c, &h, p, p + MM_FRAME_HEADER, now);
+        } else {
+            break;
+        }
+    }
+    if (c->state == CONN_FREE) return;
+    if (pos) {
+        memmove(c->rx, c->rx + pos, c->rx_len - pos);
+        c->rx_len -= pos;
+    }
+}
+
+/* ----------------------------------------------------------------- timers */
+
+static void recompute_deadline(mm_gossip *g)
+{
+    uint64_t d = UINT64_MAX;
+#define AT(t)                  \
+    do {                       \
+        uint64_t t_ = (t);     \
+        if (t_ < d) d = t_;    \
+    } while (0)
+    if (g->cfg.exchange_period) AT(g->next_exchange);
+    AT(g->next_shuffle);
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        const conn *c = &g->conns[i];
+        if (c->state == CONN_FREE || c->closing) continue;
+        if (c->state != CONN_OPEN)
+            AT(c->opened + MM_HS_DEADLINE);
+        else {
+            AT((c->last_rx > c->last_tx ? c->last_rx : c->last_tx) + MM_KEEPALIVE);
+            AT(c->last_useful + MM_IDLE_CLOSE);
+            AT(c->last_rx + MM_DEAD_AFTER);
+        }
+    }
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+        if (g->exchs[i].used) {
+            AT(g->exchs[i].deadline);
+            AT(g->exchs[i].window_start + MM_EXCH_PROGRESS_WINDOW);
+        }
+    for (int i = 0; i < MM_VIEW_SIZE; i++)
+        if (g->peers[i].used && g->peers[i].state == PEER_SUSPECT) AT(g->peers[i].next_probe);
+    if (g->sync_active) AT(g->sync_started + MM_SYNC_TIMEOUT);
+#undef AT
+    g->deadline = d;
+}
+
+static peer *random_live_peer(mm_gossip *g, uint64_t now, bool need_idle)
+{
+    int cand[MM_VIEW_SIZE], n = 0;
+    for (int i = 0; i < MM_VIEW_SIZE; i++) {
+        peer *p = &g->peers[i];
+        if (!p->used || p->state != PEER_ALIVE || banned(g, p->rec.id, now)) continue;
+        if (need_idle) {
+            conn *c = session_of(g, p->rec.id);
+            if (c && c->xid) continue;
+        }
+        cand[n++] = i;
+    }
+    return n ? &g->peers[cand[rand_below(g, (uint32_t)n)]] : NULL;
+}
+
+static void do_timers(mm_gossip *g, uint64_t now)
+{
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->state == CONN_FREE || c->closing) continue;
+        if (c->state != CONN_OPEN) {
+            if (now >= c->opened + MM_HS_DEADLINE) fail_conn(g, c, 0, "handshake timed out");
+            continue;
+        }
+        uint64_t last = c->last_rx > c->last_tx ? c->last_rx : c->last_tx;
+        if (now >= c->last_rx + MM_DEAD_AFTER) { /* not even our pings are answered */
+            logf_(g, MM_LOG_INFO, c->peer_id, "%s stopped answering", c->addr);
+            close_conn(g, c, true, now);
+        } else if (now >= c->last_useful + MM_IDLE_CLOSE && !c->xid) {
+            send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+            c->graceful = true;
+            close_conn(g, c, false, now);
+        } else if (now >= last + MM_KEEPALIVE && c->hello_ok) {
+            mm_msg m = {.type = MM_MSG_PING};
+            m.u.ping.nonce = rand_u64(g);
+            send_msg(g, c, &m);
+            c->last_tx = now;
+        }
+    }
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) {
+        exch *x = &g->exchs[i];
+        if (!x->used || x->merging || x->sync_done) continue;
+        if (now >= x->deadline) {
+            abort_exchange(g, x, true, "deadline passed", now);
+        } else if (now >= x->window_start + MM_EXCH_PROGRESS_WINDOW) {
+            bool waiting = x->expect_recv && !x->recv_end && x->acked;
+            if (waiting && x->window_bytes < MM_EXCH_PROGRESS_MIN && x->recv_bytes > 0) {
+                abort_exchange(g, x, true, "peer sends too slowly", now);
+                continue;
+            }
+            x->window_start = now;
+            x->window_bytes = 0;
+        }
+    }
+    for (int i = 0; i < MM_VIEW_SIZE; i++) {
+        peer *p = &g->peers[i];
+        if (!p->used || p->state != PEER_SUSPECT) continue;
+        if (now >= p->suspect_since + MM_SUSPECT_TIMEOUT) {
+            forget(g, p, "unreachable: declared dead");
+        } else if (now >= p->next_probe) {
+            p->next_probe = now + MM_PROBE_PERIOD;
+            reach(g, p, now);
+        }
+    }
+    if (g->sync_active && now >= g->sync_started + MM_SYNC_TIMEOUT) finish_sync(g, now);
+    if (g->leaving) return;
+    if (now >= g->next_shuffle) {
+        g->next_shuffle = now + MM_SHUFFLE_PERIOD;
+        peer *p = random_live_peer(g, now, false);
+        if (p) {
+            conn *c = session_of(g, p->rec.id);
+            if (c)
+                send_shuffle(g, c, MM_MSG_SHUFFLE);
+            else
+                reach(g, p, now);
+        }
+    }
+    if (g->cfg.exchange_period && now >= g->next_exchange) {
+        g->next_exchange = now + g->cfg.exchange_period;
+        average_now(g, now);
+    }
+}
+
+/* Every entry point starts here: buffers lent by SEND actions come back. */
+static void begin(mm_gossip *g)
+{
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->out_lent) {
+            c->out_len = 0;
+            c->out_lent = false;
+        }
+    }
+}
+
+/* ... and ends here: pump streams, free closed connections, next deadline. */
+static void end(mm_gossip *g, uint64_t now)
+{
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) {
+        exch *x = &g->exchs[i];
+        if (!x->used) continue;
+        conn *c = find_conn(g, x->conn);
+        if (c && c->state == CONN_OPEN && !c->closing) {
+            pump(g, x, c);
+            if (x->used) try_finish(g, x, now);
+        }
+    }
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->out_len && c->state != CONN_FREE) c->last_tx = now;
+    }
+    uint32_t n = 0, half = 0;
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        n += g->conns[i].state == CONN_OPEN;
+        half += g->conns[i].state == CONN_HANDSHAKE || g->conns[i].state == CONN_CONNECTING;
+    }
+    if (g->sync_active) finish_sync(g, now);
+    g->st.sessions = n;
+    g->st.half_open = half;
+    g->st.view = view_size(g);
+    recompute_deadline(g);
+}
+
+/* ------------------------------------------------------------ public API */
+
+mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, uint64_t now)
+{
+    if (!cfg || !env || !env->random || !env->alloc || !env->free || cfg->params == 0 ||
+        cfg->params > (1ull << 40) || cfg->encoding > MM_ENC_Q8 || sodium_init() < 0)
+        return NULL;
+    mm_gossip *g = env->alloc(env->alloc_ctx, sizeof *g);
+    if (!g) return NULL;
+    memset(g, 0, sizeof *g);
+    g->cfg = *cfg;
+    g->env = *env;
+    g->cfg.tensors = NULL;
+    if (cfg->ntensors) {
+        g->tensors = g_alloc(g, cfg->ntensors * sizeof *g->tensors);
+        g->clips = g_alloc(g, cfg->ntensors * sizeof *g->clips);
+        if (!g->tensors || !g->clips) {
+            mm_gossip_free(g);
+            return NULL;
+        }
+        memcpy(g->tensors, cfg->tensors, cfg->ntensors * sizeof *g->tensors);
+        memset(g->clips, 0, cfg->ntensors * sizeof *g->clips);
+        for (uint32_t i = 0; i < cfg->ntensors; i++)
+            if (g->tensors[i].offset + g->tensors[i].count > cfg->params) {
+                mm_gossip_free(g);
+                return NULL;
+            }
+    }
+    g->conns = g_alloc(g, MM_MAX_CONNS * sizeof *g->conns);
+    if (!g->conns) {
+        mm_gossip_free(g);
+        return NULL;
+    }
+    memset(g->conns, 0, MM_MAX_CONNS * sizeof *g->conns);
+    crypto_sign_ed25519_sk_to_pk(g->id, cfg->identity_sk);
+    crypto_generichash(g->network_id, 32, (const uint8_t *)"murmur-net-v1", 13, cfg->network_key, 32);
+    env->random(env->random_ctx, g->static_sk, sizeof g->static_sk);
+    crypto_scalarmult_curve25519_base(g->static_pk, g->static_sk);
+    uint8_t m[88];
+    size_t n = binding_message(g, g->static_pk, 0, m);
+    crypto_sign_detached(g->binding_sig, NULL, m, n, cfg->identity_sk);
+    memcpy(g->self.id, g->id, MM_ID_BYTES);
+    snprintf(g->self.addr, sizeof g->self.addr, "%s", cfg->advertise);
+    g->self.seq = cfg->incarnation;
+    sign_rec(g, &g->self, false);
+    g->aes_ok = crypto_aead_aes256gcm_is_available() != 0;
+    g->next_exchange = now + cfg->exchange_period;
+    g->next_shuffle = now + MM_SHUFFLE_PERIOD;
+    recompute_deadline(g);
+    return g;
+}
+
+void mm_gossip_free(mm_gossip *g)
+{
+    if (!g) return;
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+        if (g->exchs[i].used) g_free(g, g->exchs[i].recv);
+    if (g->conns)
+        for (uint32_t i = 0; i < g->nconns; i++) conn_free_buffers(g, &g->conns[i]);
+    g_free(g, g->conns);
+    g_free(g, g->tensors);
+    g_free(g, g->clips);
+    sodium_memzero(g->static_sk, sizeof g->static_sk);
+    sodium_memzero(g->cfg.identity_sk, sizeof g->cfg.identity_sk);
+    sodium_memzero(g->cfg.network_key, sizeof g->cfg.network_key);
+    g->env.free(g->env.alloc_ctx, g);
+}
+
+const uint8_t *mm_gossip_id(const mm_gossip *g) { return g->id; }
+
+int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now)
+{
+    begin(g);
+    if (!addr || !*addr || strlen(addr) >= MM_ADDR_MAX) return MM_ERR_INVALID;
+    int rc = dial(g, addr, NULL, now) ? MM_OK : MM_ERR_LIMIT;
+    end(g, now);
+    return rc;
+}
+
+int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
+{
+    begin(g);
+    g->sync_wanted = true;
+    start_sync(g, now);
+    end(g, now);
+    return MM_OK;
+}
+
+mm_conn_id mm_gossip_accepted(mm_gossip *g, const char *from, uint64_t now)
+{
+    begin(g);
+    conn *c = g->leaving ? NULL : new_conn(g, false, from, now);
+    end(g, now);
+    return c ? c->id : 0;
+}
+
+void mm_gossip_connected(mm_gossip *g, mm_conn_id id, uint64_t now)
+{
+    begin(g);
+    conn *c = find_conn(g, id);
+    if (c && c->state == CONN_CONNECTING && !c->closing) {
+        c->state = CONN_HANDSHAKE;
+        c->opened = now;
+        if (!hs_begin(g, c, true) || !hs_send(g, c, NULL, 0)) fail_conn(g, c, 0, "handshake start failed");
+    }
+    end(g, now);
+}
+
+void mm_gossip_connect_failed(mm_gossip *g, mm_conn_id id, uint64_t now)
+{
+    begin(g);
+    conn *c = find_conn(g, id);
+    if (c) {
+        if (c->expect_known) mark_suspect(g, c->expect_id, now);
+        logf_(g, MM_LOG_INFO, c->expect_known ? c->expect_id : NULL, "cannot connect to %s", c->addr);
+        release_conn(g, c);
+    }
+    end(g, now);
+}
+
+void mm_gossip_received(mm_gossip *g, mm_conn_id id, const uint8_t *buf, size_t len, uint64_t now)
+{
+    begin(g);
+    conn *c = find_conn(g, id);
+    if (!c || c->closing || c->state == CONN_CONNECTING) {
+        end(g, now);
+        return;
+    }
+    c->last_rx = now;
+    g->st.bytes_in += len;
+    while (len && !c->closing && c->state != CONN_FREE) {
+        /* Buffer at most one message (header + body) beyond what is processed. */
+        size_t want = c->state == CONN_OPEN ? MM_FRAME_HEADER + MM_FRAME_MAX_PLAIN + MM_FRAME_TAG : 2 + MM_HS_MAX_MSG;
+        if (c->rx_cap < want) {
+            uint8_t *p = g_alloc(g, want);
+            if (!p) {
+                fail_conn(g, c, 0, "out of memory");
+                break;
+            }
+            if (c->rx_len) memcpy(p, c->rx, c->rx_len);
+            g_free(g, c->rx);
+            c->rx = p;
+            c->rx_cap = want;
+        }
+        size_t take = c->rx_cap - c->rx_len < len ? c->rx_cap - c->rx_len : len;
+        memcpy(c->rx + c->rx_len, buf, take);
+        c->rx_len += take;
+        buf += take;
+        len -= take;
+        process_rx(g, c, now);
+        if (take == 0) break;
+    }
+    end(g, now);
+}
+
+void mm_gossip_sent(mm_gossip *g, mm_conn_id id, size_t bytes, uint64_t now)
+{
+    begin(g);
+    conn *c = find_conn(g, id);
+    if (c) c->unwritten = c->unwritten > bytes ? c->unwritten - bytes : 0;
+    end(g, now);
+}
+
+void mm_gossip_closed(mm_gossip *g, mm_conn_id id, uint64_t now)
+{
+    begin(g);
+    conn *c = find_conn(g, id);
+    if (c) {
+        if (!c->closing) {
+            bool was_open = c->state == CONN_OPEN && c->hello_ok;
+            if (was_open && !c->graceful) {
+                char h[17];
+                hex8(c->peer_id, h);
+                logf_(g, MM_LOG_INFO, c->peer_id, "connection to %s lost", h);
+            }
+            close_conn_(g, c, was_open && !c->graceful, false, now);
+        }
+        release_conn(g, c);
+    }
+    end(g, now);
+}
+
+uint64_t mm_gossip_deadline(const mm_gossip *g) { return g->deadline; }
+
+void mm_gossip_tick(mm_gossip *g, uint64_t now)
+{
+    begin(g);
+    do_timers(g, now);
+    end(g, now);
+}
+
+static int average_now(mm_gossip *g, uint64_t now)
+{
+    if (g->leaving || g->sync_active || g->sync_wanted) return MM_ERR_STATE;
+    uint32_t busy = 0;
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) busy += g->exchs[i].used;
+    if (busy >= MM_MAX_EXCHANGES) return MM_ERR_BUSY;
+    peer *p = random_live_peer(g, now, true);
+    if (!p) return MM_ERR_STATE;
+    conn *c = reach(g, p, now);
+    if (!c) return MM_ERR_LIMIT;
+    if (c->state == CONN_OPEN && c->hello_ok)
+        start_exchange(g, c, EXCH_AVERAGE, now);
+    else
+        c->pending_avg = true;
+    return MM_OK;
+}
+
+int mm_gossip_average_now(mm_gossip *g, uint64_t now)
+{
+    begin(g);
+    int rc = average_now(g, now);
+    end(g, now);
+    return rc;
+}
+
+void mm_gossip_snapshot_ready(mm_gossip *g, uint32_t xid, const float *snap, uint64_t samples, uint64_t now)
+{
+    begin(g);
+    exch *x = find_exch(g, xid);
+    if (!x || !x->snap_wanted || x->have_snap) { /* the exchange is gone: give it back */
+        mm_action *a = push_action(g, MM_ACT_RELEASE);
+        if (a) a->xid = xid;
+        end(g, now);
+        return;
+    }
+    if (mm_enc_check_finite(snap, g->cfg.params) != 0) {
+        logf_(g, MM_LOG_INFO, NULL, "our own parameters are not finite: no exchange");
+        abort_exchange(g, x, true, "own snapshot not finite", now);
+        end(g, now);
+        return;
+    }
+    x->snap = snap;
+    x->have_snap = true;
+    x->my_samples = samples;
+    conn *c = find_conn(g, x->conn);
+    if (!c || c->state != CONN_OPEN || c->closing) {
+        abort_exchange(g, x, false, "connection gone", now);
+        end(g, now);
+        return;
+    }
+    mm_msg m = {.type = x->initiator ? MM_MSG_EXCH_REQ : MM_MSG_EXCH_ACK};
+    m.u.exch.xid = x->xid;
+    m.u.exch.encoding = x->enc;
+    m.u.exch.samples = samples;
+    m.u.exch.kind = x->kind;
+    if (!send_msg(g, c, &m)) {
+        abort_exchange(g, x, true, "out of memory", now);
+    } else if (!x->initiator) {
+        x->acked = true;
+        pump(g, x, c);
+    }
+    end(g, now);
+}
+
+void mm_gossip_merge_done(mm_gossip *g, uint32_t xid, uint64_t now)
+{
+    begin(g);
+    exch *x = find_exch(g, xid);
+    if (x && x->merging) {
+        if (x->kind == EXCH_SYNC) x->snap_wanted = false; /* a sync never lent a snapshot */
+        log_exchange(g, x, true, x->kind == EXCH_SYNC ? "state replaced" : "merged", now);
+        g->st.exchanges_ok++;
+        free_exch(g, x);
+    }
+    end(g, now);
+}
+
+void mm_gossip_leave(mm_gossip *g, uint64_t now)
+{
+    begin(g);
+    g->leaving = true;
+    mm_msg m = {.type = MM_MSG_LEAVE};
+    memcpy(m.u.leave.rec.id, g->id, MM_ID_BYTES);
+    m.u.leave.rec.seq = g->cfg.incarnation;
+    sign_rec(g, &m.u.leave.rec, true);
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->state == CONN_FREE || c->closing) continue;
+        if (c->state == CONN_OPEN) {
+            if (c->hello_ok) send_msg(g, c, &m);
+            send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+        }
+        c->graceful = true;
+        close_conn(g, c, false, now);
+    }
+    end(g, now);
+}
+
+bool mm_gossip_next(mm_gossip *g, mm_action *act)
+{
+    /* Queued bytes go first, so a CLOSE follows the frames before it. */
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = &g->conns[i];
+        if (c->state != CONN_FREE && c->out_len && !c->out_lent) {
+            memset(act, 0, sizeof *act);
+            act->kind = MM_ACT_SEND;
+            act->conn = c->id;
+            act->data = c->out;
+            act->len = c->out_len;
+            c->out_lent = true;
+            c->unwritten += c->out_len;
+            return true;
+        }
+    }
+    while (g->q_len) {
+        *act = g->q[g->q_head];
+        g->q_head = (g->q_head + 1) % ACTQ_CAP;
+        g->q_len--;
+        if (act->kind != MM_ACT_NONE) return true;
+    }
+    return false;
+}
+
+void mm_gossip_get_stats(const mm_gossip *g, mm_gossip_stats *s) { *s = g->st; }

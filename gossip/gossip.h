@@ -1,0 +1,156 @@
+/* The gossip core: membership, authenticated sessions and parameter
+ * averaging, as a state machine that does no I/O (DESIGN.md, "The one rule").
+ *
+ * The runtime (node/ over libuv, sim/ over virtual time) feeds events in,
+ * each with the current monotonic time in nanoseconds, then drains actions
+ * with mm_gossip_next() and carries them out. Randomness and memory come from
+ * the mm_gossip_env it supplies. The core never blocks and never calls back.
+ *
+ * Lifetimes. A SEND action's bytes belong to the core and stay valid until
+ * the next call of any mm_gossip_* function other than mm_gossip_next. A
+ * snapshot lent with mm_gossip_snapshot_ready stays the runtime's and must
+ * stay valid and unchanged until the core emits RELEASE for that exchange. A
+ * MERGE action's vectors are valid until the runtime calls
+ * mm_gossip_merge_done for that exchange.
+ *
+ * Errors. Functions return 0 or a negative mm_err. A malformed, hostile or
+ * failing peer never makes a function fail: it closes that peer's connection
+ * (with a CLOSE action and a LOG action saying why) and nothing else changes. */
+#ifndef MM_GOSSIP_H
+#define MM_GOSSIP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "limits.h"
+#include "wire.h"
+
+typedef struct mm_gossip mm_gossip;
+typedef uint32_t mm_conn_id; /* 0 is never a valid id */
+
+/* What the runtime supplies. alloc may fail (return NULL): the core then
+ * refuses the work that needed the memory, cleanly. */
+typedef struct {
+    void (*random)(void *ctx, void *buf, size_t n);
+    void *random_ctx;
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *p);
+    void *alloc_ctx;
+} mm_gossip_env;
+
+typedef enum { MM_WEIGHT_EQUAL = 0, MM_WEIGHT_SAMPLES = 1 } mm_weighting;
+
+/* A tensor's extent in the flat vector, for per-tensor validation. */
+typedef struct {
+    uint64_t offset, count; /* in floats */
+} mm_gossip_tensor;
+
+typedef struct {
+    uint8_t identity_sk[64];  /* Ed25519 secret key (libsodium layout: seed || pk) */
+    uint8_t network_key[32];  /* the network's pre-shared key */
+    char advertise[MM_ADDR_MAX]; /* "host:port" others reach us at ("" = not reachable) */
+    uint64_t incarnation;     /* version of our address record; grows on every restart */
+    /* Model */
+    uint8_t fingerprint[MM_FP_BYTES];
+    uint64_t params;          /* floats in the flat vector */
+    const mm_gossip_tensor *tensors; /* layout extents (copied), for clipping */
+    uint32_t ntensors;
+    /* Averaging */
+    uint64_t exchange_period; /* ns between exchanges we start; 0 = only on mm_gossip_average_now */
+    mm_weighting weighting;
+    uint8_t encoding;         /* mm_encoding we ask for */
+    bool clip;                /* per-tensor adaptive distance clipping */
+    /* Admission: if nallow > 0, only these identities are members. */
+    const uint8_t (*allowlist)[32];
+    uint32_t nallow;
+} mm_gossip_config;
+
+typedef enum {
+    MM_ACT_NONE = 0,
+    MM_ACT_CONNECT,       /* open a TCP connection to addr; report with connected/connect_failed */
+    MM_ACT_SEND,          /* write bytes to conn */
+    MM_ACT_CLOSE,         /* close conn (after flushing what was sent) */
+    MM_ACT_WANT_SNAPSHOT, /* lend a snapshot of the live parameters for exchange xid */
+    MM_ACT_MERGE,         /* x_live += weight * (peer - snap), then call merge_done;
+                           * snap == NULL (state sync): x_live = peer */
+    MM_ACT_RELEASE,       /* the snapshot of exchange xid is no longer used */
+    MM_ACT_LOG,           /* something worth a log line or a metric */
+} mm_act_kind;
+
+typedef enum {
+    MM_LOG_INFO = 0,
+    MM_LOG_PEER_UP,      /* a session is established (peer) */
+    MM_LOG_PEER_DOWN,    /* a peer left or was declared dead (peer) */
+    MM_LOG_REFUSED,      /* a peer was refused (peer may be zero), text says why */
+    MM_LOG_EXCHANGE,     /* an exchange ended (ok, bytes, duration) */
+    MM_LOG_SYNCED,       /* state sync finished: parameters were replaced */
+} mm_log_kind;
+
+typedef struct {
+    mm_act_kind kind;
+    mm_conn_id conn;
+    uint32_t xid;
+    const uint8_t *data; /* SEND */
+    size_t len;
+    const char *addr;    /* CONNECT */
+    const float *peer, *snap; /* MERGE */
+    float weight;        /* MERGE */
+    uint64_t count;      /* MERGE: floats */
+    /* LOG */
+    mm_log_kind log;
+    bool ok;
+    uint8_t peer_id[MM_ID_BYTES];
+    uint64_t bytes_in, bytes_out, duration;
+    char text[160];
+} mm_action;
+
+/* Create a core. Returns NULL if memory is short or cfg is invalid. */
+mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, uint64_t now);
+void mm_gossip_free(mm_gossip *g);
+
+/* Our identity (Ed25519 public key). */
+const uint8_t *mm_gossip_id(const mm_gossip *g);
+
+/* Try to join through a member at addr ("host:port"). */
+int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now);
+/* Before training: fetch the parameters from peers (state sync); a SYNCED
+ * log and a MERGE with weight 1 follow when done. */
+int mm_gossip_request_sync(mm_gossip *g, uint64_t now);
+
+/* Connections. accepted returns the id of a new inbound connection (0 if we
+ * refuse it: close it at once). from is the peer's address, for limits. */
+mm_conn_id mm_gossip_accepted(mm_gossip *g, const char *from, uint64_t now);
+void mm_gossip_connected(mm_gossip *g, mm_conn_id c, uint64_t now);
+void mm_gossip_connect_failed(mm_gossip *g, mm_conn_id c, uint64_t now);
+void mm_gossip_received(mm_gossip *g, mm_conn_id c, const uint8_t *buf, size_t len, uint64_t now);
+/* bytes of what SEND actions gave for c have been written to the socket:
+ * the core keeps at most MM_SEND_WINDOW bytes unwritten per connection. */
+void mm_gossip_sent(mm_gossip *g, mm_conn_id c, size_t bytes, uint64_t now);
+void mm_gossip_closed(mm_gossip *g, mm_conn_id c, uint64_t now);
+
+/* Timers: call tick when now >= mm_gossip_deadline(g). */
+uint64_t mm_gossip_deadline(const mm_gossip *g);
+void mm_gossip_tick(mm_gossip *g, uint64_t now);
+
+/* Averaging. average_now starts an exchange with a random live peer (if
+ * none is running with it). samples: examples this node has trained on. */
+int mm_gossip_average_now(mm_gossip *g, uint64_t now);
+void mm_gossip_snapshot_ready(mm_gossip *g, uint32_t xid, const float *snap, uint64_t samples, uint64_t now);
+void mm_gossip_merge_done(mm_gossip *g, uint32_t xid, uint64_t now);
+
+/* Leave gracefully: announce to every session, close them. */
+void mm_gossip_leave(mm_gossip *g, uint64_t now);
+
+/* Drain the next action; false when there is none. */
+bool mm_gossip_next(mm_gossip *g, mm_action *act);
+
+/* Counters, for status and metrics. */
+typedef struct {
+    uint32_t view, sessions, half_open;
+    uint64_t exchanges_ok, exchanges_failed, bytes_in, bytes_out;
+    uint64_t handshakes_ok, handshakes_failed, refused;
+} mm_gossip_stats;
+void mm_gossip_get_stats(const mm_gossip *g, mm_gossip_stats *s);
+
+#endif

@@ -1,0 +1,74 @@
+/* Every limit and timeout of the protocol, with its default, in one place.
+ * docs/protocol.md cites these names. Times are in nanoseconds. */
+#ifndef MM_LIMITS_H
+#define MM_LIMITS_H
+
+#include <stdint.h>
+
+#define MM_MS(x) ((uint64_t)(x) * 1000000ull)
+#define MM_SEC(x) ((uint64_t)(x) * 1000000000ull)
+
+/* Handshake */
+#define MM_HS_MAX_MSG 1024            /* a handshake message, length prefix excluded */
+#define MM_HS_MSG1_LEN 48             /* XXpsk0 msg1: e (32) + tag of the empty payload (16) */
+#define MM_HS_DEADLINE MM_SEC(5)      /* from connection open to handshake done */
+#define MM_HS_REPLAY_WINDOW MM_SEC(600) /* msg1 ephemerals remembered this long */
+#define MM_HS_REPLAY_ENTRIES 65536
+#define MM_SESSION_LIFETIME MM_SEC(3600) /* re-handshake after this */
+
+/* Record layer */
+#define MM_FRAME_HEADER 20
+#define MM_FRAME_TAG 16
+#define MM_FRAME_MAX_PLAIN (1u << 20)   /* 1 MiB of plaintext per frame */
+#define MM_FRAME_CTRL_MAX (64u << 10)   /* CTRL (msgpack) frames */
+#define MM_FRAME_DATA_CHUNK (256u << 10) /* DATA frames we send */
+#define MM_REKEY_FRAMES (1ull << 16)    /* frames per direction between rekeys */
+#define MM_NONCE_LIMIT (UINT64_MAX - 1) /* the sender closes before reaching it */
+
+/* Connections and liveness */
+#define MM_MAX_CONNS 128
+#define MM_MAX_HALF_OPEN 64
+#define MM_KEEPALIVE MM_SEC(15)
+#define MM_IDLE_CLOSE MM_SEC(60)        /* a session with no traffic is closed */
+#define MM_DEAD_AFTER MM_SEC(60)
+#define MM_SEND_WINDOW (2u << 20)       /* bytes given to the runtime and not yet written, per connection */
+
+/* Exchanges */
+#define MM_EXCH_MIN_RATE (256u << 10)   /* bytes/s assumed for the exchange deadline */
+#define MM_EXCH_GRACE MM_SEC(30)
+#define MM_EXCH_PROGRESS_WINDOW MM_SEC(10)
+#define MM_EXCH_PROGRESS_MIN (64u << 10) /* bytes per window, else abort (slowloris) */
+#define MM_MAX_EXCHANGES 4              /* concurrent exchanges per node (memory budget) */
+
+/* State sync */
+#define MM_SYNC_SOURCES 3               /* peers a newcomer fetches parameters from */
+#define MM_SYNC_TIMEOUT MM_SEC(30)      /* after this, use the sources that answered */
+
+/* Scores and bans */
+#define MM_SCORE_BAN (-100.0)           /* below this a peer is banned */
+#define MM_BAN_FIRST MM_SEC(600)        /* doubled on each repeat */
+#define MM_PENALTY_PROTOCOL 50.0        /* malformed frame or message */
+#define MM_PENALTY_INVALID 30.0         /* a refused vector */
+#define MM_PENALTY_RATE 5.0             /* a control message over the rate */
+
+/* Control messages and membership */
+#define MM_CTRL_RATE 100                /* messages/s per peer */
+#define MM_CTRL_BURST 200
+#define MM_VIEW_SIZE 32
+#define MM_SHUFFLE_LEN 8                /* entries sent per shuffle */
+#define MM_SHUFFLE_MAX 32               /* entries accepted in one shuffle */
+#define MM_SHUFFLE_PERIOD MM_SEC(5)
+#define MM_PROBE_PERIOD MM_SEC(2)
+#define MM_PROBE_TIMEOUT MM_SEC(3)
+#define MM_SUSPECT_TIMEOUT MM_SEC(10)
+#define MM_ADDR_MAX 64                  /* bytes of an address string "host:port" */
+#define MM_VIEW_PER_PREFIX 2            /* view entries per IPv4 /24 */
+#define MM_CLIP_HISTORY 32              /* distances remembered per tensor for the adaptive bound */
+#define MM_CLIP_MIN_HISTORY 4           /* below this many, no clipping yet */
+#define MM_CLIP_REFUSE 8.0              /* distance > 8 tau on most tensors: refuse */
+
+/* msgpack pre-validation */
+#define MM_MP_MAX_DEPTH 4
+#define MM_MP_MAX_CONTAINER 1024
+
+#endif

@@ -1,0 +1,423 @@
+/* The gossip core driven in memory with explicit time: handshake, sessions,
+ * averaging semantics, refusals and adversarial cases (SECURITY.md §3, U). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+
+#include "gossip_harness.h"
+
+#define N 1000 /* floats per vector: small, but several tensors and > 0 chunks */
+
+static const uint8_t netkey[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                   17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+static const mm_gossip_tensor tensors[3] = {{0, 600}, {608, 300}, {912, 88}};
+
+static void net_init(h_net *net, size_t n)
+{
+    memset(net, 0, sizeof *net);
+    net->n = n;
+    net->verbose = getenv("MM_VERBOSE") != NULL;
+}
+
+/* Two nodes; node 0 joins through node 1. Vectors: x0 = i, x1 = -2i + 7. */
+static void two_nodes(h_net *net, uint8_t enc)
+{
+    net_init(net, N);
+    for (int i = 0; i < 2; i++) {
+        mm_gossip_config c = h_config(i, netkey, N, 0xab);
+        c.encoding = enc;
+        c.tensors = tensors;
+        c.ntensors = 3;
+        assert_int_equal(h_add_node(net, &c, 100 + (uint64_t)i), i);
+    }
+    for (size_t k = 0; k < N; k++) {
+        net->nodes[0].x[k] = (float)k * 0.01f;
+        net->nodes[1].x[k] = -0.02f * (float)k + 7.0f;
+    }
+}
+
+static void connect_and_average(h_net *net)
+{
+    assert_int_equal(mm_gossip_bootstrap(net->nodes[0].g, net->nodes[1].addr, net->now), 0);
+    h_run(net, net->now + MM_MS(10));
+    mm_gossip_stats s;
+    mm_gossip_get_stats(net->nodes[0].g, &s);
+    assert_int_equal(s.sessions, 1);
+    assert_int_equal(mm_gossip_average_now(net->nodes[0].g, net->now), 0);
+    h_run(net, net->now + MM_MS(50));
+}
+
+static void test_handshake_and_exchange(void **state)
+{
+    (void)state;
+    h_net net;
+    two_nodes(&net, MM_ENC_F32);
+    float a[N], b[N];
+    memcpy(a, net.nodes[0].x, sizeof a);
+    memcpy(b, net.nodes[1].x, sizeof b);
+    connect_and_average(&net);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_EXCHANGE, 1, NULL), 1);
+        assert_int_equal(net.nodes[i].merges, 1);
+        for (size_t k = 0; k < N; k++) {
+            float want = a[k] + 0.5f * (b[k] - a[k]);
+            if (i == 1) want = b[k] + 0.5f * (a[k] - b[k]);
+            assert_true(net.nodes[i].x[k] == want); /* exact: the same float operations */
+            assert_true(fabsf(net.nodes[i].x[k] - 0.5f * (a[k] + b[k])) <= 1e-5f * (1.0f + fabsf(a[k]) + fabsf(b[k])));
+        }
+    }
+    /* The session is kept: a second exchange needs no new handshake. */
+    mm_gossip_stats s0;
+    mm_gossip_get_stats(net.nodes[0].g, &s0);
+    assert_int_equal(mm_gossip_average_now(net.nodes[1].g, net.now), 0);
+    h_run(&net, net.now + MM_MS(50));
+    mm_gossip_stats s1;
+    mm_gossip_get_stats(net.nodes[0].g, &s1);
+    assert_int_equal(s1.handshakes_ok, s0.handshakes_ok);
+    assert_int_equal(s1.exchanges_ok, s0.exchanges_ok + 1);
+    h_free_net(&net);
+    assert_int_equal(net.allocs, net.frees);
+}
+
+/* Training during the exchange: the delta rule keeps the local progress. */
+static float delta_k(size_t k) { return 0.125f * (float)(k % 7); }
+
+static void train_during(h_net *net, int node, uint32_t xid)
+{
+    (void)xid;
+    for (size_t k = 0; k < net->n; k++) net->nodes[node].x[k] += delta_k(k);
+}
+
+static void test_delta_rule(void **state)
+{
+    (void)state;
+    h_net net;
+    two_nodes(&net, MM_ENC_F32);
+    float a[N], b[N];
+    memcpy(a, net.nodes[0].x, sizeof a);
+    memcpy(b, net.nodes[1].x, sizeof b);
+    net.nodes[0].on_snapshot = train_during; /* after the snapshot is copied, before the merge */
+    connect_and_average(&net);
+    for (size_t k = 0; k < N; k++) {
+        float live = a[k] + delta_k(k);
+        float want = live + 0.5f * (b[k] - a[k]);
+        assert_true(net.nodes[0].x[k] == want);
+    }
+    h_free_net(&net);
+}
+
+static void test_encodings(void **state)
+{
+    (void)state;
+    const uint8_t encs[] = {MM_ENC_F16, MM_ENC_BF16, MM_ENC_Q8};
+    const float tol[] = {2e-3f, 1.6e-2f, 3e-2f}; /* relative to the vector's magnitude */
+    for (int e = 0; e < 3; e++) {
+        h_net net;
+        two_nodes(&net, encs[e]);
+        float a[N], b[N];
+        memcpy(a, net.nodes[0].x, sizeof a);
+        memcpy(b, net.nodes[1].x, sizeof b);
+        connect_and_average(&net);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_EXCHANGE, 1, NULL), 1);
+            for (size_t k = 0; k < N; k++)
+                assert_true(fabsf(net.nodes[i].x[k] - 0.5f * (a[k] + b[k])) <= tol[e] * 14.0f);
+        }
+        h_free_net(&net);
+    }
+}
+
+static void test_wrong_network_key(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, N);
+    uint8_t other[32];
+    memcpy(other, netkey, 32);
+    other[0] ^= 1;
+    mm_gossip_config c0 = h_config(0, other, N, 0xab), c1 = h_config(1, netkey, N, 0xab);
+    h_add_node(&net, &c0, 1);
+    h_add_node(&net, &c1, 2);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_SEC(10));
+    assert_int_equal(net.nodes[1].sent_bytes, 0); /* the responder never says a word */
+    assert_true(h_count_logs(&net.nodes[1], MM_LOG_REFUSED, -1, "network key") >= 1);
+    mm_gossip_stats s;
+    mm_gossip_get_stats(net.nodes[0].g, &s);
+    assert_int_equal(s.sessions, 0);
+    h_free_net(&net);
+}
+
+static void test_different_model(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, N);
+    mm_gossip_config c0 = h_config(0, netkey, N, 0xab), c1 = h_config(1, netkey, N, 0xcd);
+    h_add_node(&net, &c0, 1);
+    h_add_node(&net, &c1, 2);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_SEC(1));
+    for (int i = 0; i < 2; i++)
+        assert_true(h_count_logs(&net.nodes[i], MM_LOG_REFUSED, -1, "fingerprint") +
+                        h_count_logs(&net.nodes[i], MM_LOG_REFUSED, -1, "different model") >=
+                    1);
+    assert_int_equal(mm_gossip_average_now(net.nodes[0].g, net.now), MM_ERR_STATE);
+    h_free_net(&net);
+}
+
+/* Tampering: flip one bit in the middle of node 1's stream of DATA. */
+static size_t tamper_at;
+static void flip_one(h_net *net, int from, uint8_t *buf, size_t len)
+{
+    (void)net;
+    if (from == 1 && tamper_at && len > 2000) {
+        buf[tamper_at % len] ^= 0x10;
+        tamper_at = 0;
+    }
+}
+
+static void test_tamper_aborts_and_changes_nothing(void **state)
+{
+    (void)state;
+    h_net net;
+    two_nodes(&net, MM_ENC_F32);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_MS(10));
+    float a[N], b[N];
+    memcpy(a, net.nodes[0].x, sizeof a);
+    memcpy(b, net.nodes[1].x, sizeof b);
+    net.tamper = flip_one;
+    tamper_at = 1500;
+    mm_gossip_average_now(net.nodes[0].g, net.now);
+    h_run(&net, net.now + MM_SEC(1));
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_EXCHANGE, 0, NULL), 1);
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "authentication") >= 1);
+    assert_memory_equal(net.nodes[0].x, a, sizeof a); /* bit-identical */
+    assert_memory_equal(net.nodes[1].x, b, sizeof b);
+    h_free_net(&net);
+    assert_int_equal(net.allocs, net.frees);
+}
+
+/* A poisoned peer: node 1 (the initiator) changes its lent snapshot after
+ * the core checked it, so what it streams holds a NaN or an infinity. */
+static float poison_value;
+static size_t poison_at;
+static void poison(h_net *net, int node, float *snap)
+{
+    (void)net;
+    (void)node;
+    snap[poison_at] = poison_value;
+}
+
+static void test_nonfinite_refused(void **state)
+{
+    (void)state;
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    const size_t where[] = {0, N / 2, N - 1};
+    for (int v = 0; v < 3; v++)
+        for (int w = 0; w < 3; w++) {
+            h_net net;
+            two_nodes(&net, MM_ENC_F32);
+            mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+            h_run(&net, MM_MS(10));
+            float a[N];
+            memcpy(a, net.nodes[0].x, sizeof a);
+            poison_value = bad[v];
+            poison_at = where[w];
+            net.nodes[1].after_snapshot = poison;
+            assert_int_equal(mm_gossip_average_now(net.nodes[1].g, net.now), 0);
+            h_run(&net, net.now + MM_SEC(1));
+            assert_int_equal(net.nodes[0].merges, 0);
+            assert_int_equal(net.nodes[1].merges, 0); /* aborted on both sides */
+            assert_true(h_count_logs(&net.nodes[0], MM_LOG_EXCHANGE, 0, "non-finite") == 1);
+            assert_memory_equal(net.nodes[0].x, a, sizeof a);
+            h_free_net(&net);
+        }
+}
+
+/* Our own snapshot is not finite: no exchange starts, an error is reported. */
+static void test_own_nonfinite(void **state)
+{
+    (void)state;
+    h_net net;
+    two_nodes(&net, MM_ENC_F32);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_MS(10));
+    net.nodes[0].x[3] = NAN;
+    mm_gossip_average_now(net.nodes[0].g, net.now);
+    h_run(&net, net.now + MM_SEC(1));
+    assert_int_equal(net.nodes[1].merges, 0);
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_INFO, -1, "not finite") == 1);
+    h_free_net(&net);
+}
+
+/* Reads re-split into 1-byte pieces give the same result. */
+static void test_one_byte_reads(void **state)
+{
+    (void)state;
+    h_net net1, net2;
+    two_nodes(&net1, MM_ENC_F32);
+    two_nodes(&net2, MM_ENC_F32);
+    net2.split = 1;
+    connect_and_average(&net1);
+    connect_and_average(&net2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(net2.nodes[i].merges, 1);
+        assert_memory_equal(net1.nodes[i].x, net2.nodes[i].x, N * sizeof(float));
+    }
+    h_free_net(&net1);
+    h_free_net(&net2);
+}
+
+/* Fail the i-th allocation for every i over a complete exchange: never a
+ * crash, never a leak, and either a full exchange or none. */
+static void test_allocation_failure_sweep(void **state)
+{
+    (void)state;
+    h_net probe;
+    two_nodes(&probe, MM_ENC_F32);
+    connect_and_average(&probe);
+    long total = probe.allocs;
+    h_free_net(&probe);
+    assert_true(total > 5);
+    for (long i = 1; i <= total + 2; i++) {
+        h_net net;
+        net_init(&net, N);
+        net.fail_at = i;
+        int ok_nodes = 0;
+        for (int k = 0; k < 2; k++) {
+            mm_gossip_config c = h_config(k, netkey, N, 0xab);
+            c.tensors = tensors;
+            c.ntensors = 3;
+            ok_nodes += h_add_node(&net, &c, 100 + (uint64_t)k) >= 0;
+        }
+        if (ok_nodes == 2) {
+            float a[N], b[N];
+            for (size_t k = 0; k < N; k++) {
+                net.nodes[0].x[k] = a[k] = (float)k;
+                net.nodes[1].x[k] = b[k] = -(float)k;
+            }
+            mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+            h_run(&net, MM_MS(10));
+            mm_gossip_average_now(net.nodes[0].g, net.now);
+            h_run(&net, MM_SEC(100));
+            for (int k = 0; k < 2; k++) {
+                const float *mine = k ? b : a;
+                if (net.nodes[k].merges == 0)
+                    assert_memory_equal(net.nodes[k].x, mine, sizeof a);
+                else
+                    for (size_t j = 0; j < N; j++) assert_true(net.nodes[k].x[j] == 0.0f);
+            }
+        }
+        h_free_net(&net);
+        assert_int_equal(net.allocs, net.frees);
+    }
+}
+
+/* State sync: a newcomer takes the coordinate-wise median of 3 sources. */
+static void test_state_sync_median(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, N);
+    for (int i = 0; i < 4; i++) {
+        mm_gossip_config c = h_config(i, netkey, N, 0xab);
+        h_add_node(&net, &c, 10 + (uint64_t)i);
+    }
+    for (size_t k = 0; k < N; k++) {
+        net.nodes[1].x[k] = 1.0f;
+        net.nodes[2].x[k] = 1.5f;
+        net.nodes[3].x[k] = 1e6f; /* poisoned */
+    }
+    for (int i = 1; i < 4; i++) mm_gossip_bootstrap(net.nodes[0].g, net.nodes[i].addr, net.now);
+    h_run(&net, MM_MS(10));
+    mm_gossip_request_sync(net.nodes[0].g, net.now);
+    h_run(&net, net.now + MM_SEC(1));
+    assert_int_equal(net.nodes[0].syncs, 1);
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_SYNCED, -1, "median"), 1);
+    for (size_t k = 0; k < N; k++) assert_true(net.nodes[0].x[k] == 1.5f);
+    h_free_net(&net);
+    assert_int_equal(net.allocs, net.frees);
+}
+
+/* Membership: 6 nodes join through node 0; shuffles spread the records. */
+static void test_membership_and_leave(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    for (int i = 0; i < 6; i++) {
+        mm_gossip_config c = h_config(i, netkey, 64, 0xab);
+        h_add_node(&net, &c, 50 + (uint64_t)i);
+    }
+    for (int i = 1; i < 6; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_SEC(60));
+    for (int i = 0; i < 6; i++) {
+        mm_gossip_stats s;
+        mm_gossip_get_stats(net.nodes[i].g, &s);
+        assert_true(s.view >= 4); /* knows most of the others, not only the bootstrap node */
+    }
+    /* Node 5 leaves gracefully: whoever has a session learns it at once. */
+    mm_gossip_leave(net.nodes[5].g, net.now);
+    h_run(&net, net.now + MM_MS(100));
+    int told = 0;
+    for (int i = 0; i < 5; i++) told += h_count_logs(&net.nodes[i], MM_LOG_PEER_DOWN, -1, "left") > 0;
+    assert_true(told >= 1);
+    h_free_net(&net);
+}
+
+/* A crashed peer is suspected by its own failed probes, then dropped. */
+static void test_crash_detected(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    for (int i = 0; i < 3; i++) {
+        mm_gossip_config c = h_config(i, netkey, 64, 0xab);
+        h_add_node(&net, &c, 70 + (uint64_t)i);
+    }
+    for (int i = 1; i < 3; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_SEC(30));
+    /* Crash node 2: its links vanish without a CLOSE frame. */
+    net.nodes[2].down = true;
+    for (int k = 0; k < H_MAX_LINKS; k++) {
+        h_link *l = &net.links[k];
+        if (!l->used || (l->node[0] != 2 && l->node[1] != 2)) continue;
+        int s = l->node[0] == 2 ? 1 : 0;
+        mm_gossip_closed(net.nodes[l->node[s]].g, l->conn[s], net.now);
+        free(l->q[0].buf);
+        free(l->q[1].buf);
+        memset(l, 0, sizeof *l);
+    }
+    h_run(&net, net.now + MM_SEC(60));
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_PEER_DOWN, -1, "dead") >= 1);
+    mm_gossip_stats s;
+    mm_gossip_get_stats(net.nodes[0].g, &s);
+    assert_int_equal(s.view, 1);
+    net.nodes[2].down = false;
+    h_free_net(&net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_and_exchange),
+        cmocka_unit_test(test_delta_rule),
+        cmocka_unit_test(test_encodings),
+        cmocka_unit_test(test_wrong_network_key),
+        cmocka_unit_test(test_different_model),
+        cmocka_unit_test(test_tamper_aborts_and_changes_nothing),
+        cmocka_unit_test(test_nonfinite_refused),
+        cmocka_unit_test(test_own_nonfinite),
+        cmocka_unit_test(test_one_byte_reads),
+        cmocka_unit_test(test_allocation_failure_sweep),
+        cmocka_unit_test(test_state_sync_median),
+        cmocka_unit_test(test_membership_and_leave),
+        cmocka_unit_test(test_crash_detected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
