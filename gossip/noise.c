@@ -14,7 +14,6 @@
 
 #include "mm_error.h"
 
-#define BLOCKLEN 128 /* SHA-512's block; HMAC pads keys to it */
 #define NONCELEN 12
 
 /* Handshake tokens. */
@@ -279,7 +278,7 @@ static bool our_turn(const mm_noise_hs *hs, bool writing)
 
 static bool ready(const mm_noise_hs *hs)
 {
-    return !hs->failed && hs->msg >= 0 && hs->msg < PATTERNS[hs->pattern].nmsgs;
+    return !hs->failed && valid_pattern((int)hs->pattern) && hs->msg >= 0 && hs->msg < PATTERNS[hs->pattern].nmsgs;
 }
 
 /* The length of message hs->msg without its payload, and whether the
@@ -490,13 +489,14 @@ int mm_noise_read(mm_noise_hs *hs, const uint8_t *msg, size_t len, uint8_t *payl
 
 bool mm_noise_done(const mm_noise_hs *hs)
 {
-    return hs && !hs->failed && hs->msg >= PATTERNS[hs->pattern].nmsgs;
+    return hs && !hs->failed && valid_pattern((int)hs->pattern) && hs->msg >= PATTERNS[hs->pattern].nmsgs;
 }
 
 int mm_noise_split(mm_noise_hs *hs, uint8_t k_i2r[32], uint8_t k_r2i[32], uint8_t h[MM_NOISE_HASHLEN])
 {
     if (!hs) return MM_ERR_INVALID;
-    if (hs->failed || hs->msg != PATTERNS[hs->pattern].nmsgs) return fail(hs, MM_ERR_STATE);
+    if (hs->failed || !valid_pattern((int)hs->pattern) || hs->msg != PATTERNS[hs->pattern].nmsgs)
+        return fail(hs, MM_ERR_STATE);
     if (!k_i2r || !k_r2i || !h) return fail(hs, MM_ERR_INVALID);
     uint8_t t1[MM_NOISE_HASHLEN], t2[MM_NOISE_HASHLEN];
     hkdf(hs->ck, NULL, 0, t1, t2, NULL);
