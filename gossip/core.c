@@ -48,7 +48,8 @@ typedef struct {
 
 typedef struct {
     bool used;
-    uint32_t xid;
+    uint32_t xid; /* on the wire: chosen by the initiator, unique per connection */
+    uint32_t lid; /* ours: unique in this core, the id actions carry */
     uint8_t kind;
     bool initiator;
     mm_conn_id conn;
@@ -93,7 +94,7 @@ typedef struct {
     bool out_lent;
     uint64_t unwritten; /* given to the runtime, not yet reported written */
     uint64_t opened, last_rx, last_tx, last_useful;
-    uint32_t xid;       /* exchange on this connection, 0 if none */
+    uint32_t xid;       /* local id of the exchange on this connection, 0 if none */
     bool pending_avg;   /* start an exchange once the session is up */
     bool pending_sync;
     double tokens;
@@ -125,7 +126,7 @@ struct mm_gossip {
     tomb tombs[MAX_TOMBS];
     uint32_t ntombs;
     exch exchs[MM_MAX_EXCHANGES];
-    uint32_t next_xid;
+    uint32_t next_lid;
     struct {
         uint8_t e[8];
         uint64_t at;
@@ -286,7 +287,7 @@ static void close_conn_(mm_gossip *g, conn *c, bool suspect_peer, bool emit, uin
     c->closing = true;
     if (c->xid) {
         for (int i = 0; i < MM_MAX_EXCHANGES; i++)
-            if (g->exchs[i].used && g->exchs[i].xid == c->xid && !g->exchs[i].merging && !g->exchs[i].sync_done)
+            if (g->exchs[i].used && g->exchs[i].lid == c->xid && !g->exchs[i].merging && !g->exchs[i].sync_done)
                 abort_exchange(g, &g->exchs[i], false, "connection closed", now);
         c->xid = 0;
     }
@@ -576,10 +577,19 @@ static conn *reach(mm_gossip *g, peer *p, uint64_t now)
 
 /* ---------------------------------------------------------------- exchanges */
 
-static exch *find_exch(mm_gossip *g, uint32_t xid)
+/* By the id the runtime knows. */
+static exch *find_exch_local(mm_gossip *g, uint32_t lid)
 {
     for (int i = 0; i < MM_MAX_EXCHANGES; i++)
-        if (g->exchs[i].used && g->exchs[i].xid == xid) return &g->exchs[i];
+        if (g->exchs[i].used && g->exchs[i].lid == lid) return &g->exchs[i];
+    return NULL;
+}
+
+/* By the id a frame or message on connection c carries. */
+static exch *find_exch_wire(mm_gossip *g, mm_conn_id c, uint32_t xid)
+{
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+        if (g->exchs[i].used && g->exchs[i].conn == c && g->exchs[i].xid == xid) return &g->exchs[i];
     return NULL;
 }
 
@@ -591,7 +601,8 @@ static exch *new_exch(mm_gossip *g, conn *c, uint8_t kind, bool initiator, uint3
     if (!x) return NULL;
     memset(x, 0, sizeof *x);
     x->used = true;
-    x->xid = xid;
+    x->lid = ++g->next_lid ? g->next_lid : ++g->next_lid;
+    x->xid = initiator ? x->lid : xid;
     x->kind = kind;
     x->initiator = initiator;
     x->conn = c->id;
@@ -609,7 +620,7 @@ static exch *new_exch(mm_gossip *g, conn *c, uint8_t kind, bool initiator, uint3
             return NULL;
         }
     }
-    c->xid = xid;
+    c->xid = x->lid;
     return x;
 }
 
@@ -617,11 +628,11 @@ static void free_exch(mm_gossip *g, exch *x)
 {
     if (x->snap_wanted || x->have_snap) {
         mm_action *a = push_action(g, MM_ACT_RELEASE);
-        if (a) a->xid = x->xid;
+        if (a) a->xid = x->lid;
     }
     g_free(g, x->recv);
     conn *c = find_conn(g, x->conn);
-    if (c && c->xid == x->xid) c->xid = 0;
+    if (c && c->xid == x->lid) c->xid = 0;
     memset(x, 0, sizeof *x);
 }
 
@@ -631,7 +642,7 @@ static void log_exchange(mm_gossip *g, exch *x, bool ok, const char *why, uint64
     if (!a) return;
     a->log = MM_LOG_EXCHANGE;
     a->ok = ok;
-    a->xid = x->xid;
+    a->xid = x->lid;
     memcpy(a->peer_id, x->peer_id, MM_ID_BYTES);
     a->bytes_in = x->recv_bytes;
     a->bytes_out = x->sent_bytes;
@@ -749,7 +760,7 @@ static void try_finish(mm_gossip *g, exch *x, uint64_t now)
         abort_exchange(g, x, true, "action queue full", now);
         return;
     }
-    a->xid = x->xid;
+    a->xid = x->lid;
     a->peer = x->recv;
     a->snap = x->snap;
     a->weight = w;
@@ -803,7 +814,7 @@ static void want_snapshot(mm_gossip *g, exch *x)
 {
     mm_action *a = push_action(g, MM_ACT_WANT_SNAPSHOT);
     if (a) {
-        a->xid = x->xid;
+        a->xid = x->lid;
         x->snap_wanted = true;
     }
 }
@@ -812,7 +823,7 @@ static void want_snapshot(mm_gossip *g, exch *x)
 static void start_exchange(mm_gossip *g, conn *c, uint8_t kind, uint64_t now)
 {
     if (c->xid) return;
-    exch *x = new_exch(g, c, kind, true, ++g->next_xid, now);
+    exch *x = new_exch(g, c, kind, true, 0, now);
     if (!x) return;
     if (kind == EXCH_SYNC) { /* nothing of ours to send: ask right away */
         mm_msg m = {.type = MM_MSG_EXCH_REQ};
@@ -867,7 +878,7 @@ static void finish_sync(mm_gossip *g, uint64_t now)
             abort_exchange(g, &g->exchs[i], true, "sync finished without it", now);
     mm_action *a = push_action(g, MM_ACT_MERGE);
     if (!a) return;
-    a->xid = done[0]->xid;
+    a->xid = done[0]->lid;
     a->peer = done[0]->recv;
     a->snap = NULL;
     a->weight = 1.0f;
@@ -1165,9 +1176,16 @@ static void on_shuffle(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 static void on_exch_req(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 {
     uint32_t xid = m->u.exch.xid;
+    /* Both sides asked at once on this session: the request of the lower
+     * identity wins; the other side drops its own (it would average the
+     * same two vectors). */
+    exch *mine = c->xid ? find_exch_local(g, c->xid) : NULL;
+    if (mine && mine->initiator && mine->kind == EXCH_AVERAGE && m->u.exch.kind == EXCH_AVERAGE && !mine->acked &&
+        memcmp(c->peer_id, g->id, MM_ID_BYTES) < 0)
+        free_exch(g, mine);
     uint32_t busy_exchs = 0;
     for (int i = 0; i < MM_MAX_EXCHANGES; i++) busy_exchs += g->exchs[i].used;
-    if (g->leaving || c->xid || busy_exchs >= MM_MAX_EXCHANGES || find_exch(g, xid) ||
+    if (g->leaving || c->xid || busy_exchs >= MM_MAX_EXCHANGES ||
         (m->u.exch.kind == EXCH_AVERAGE && (g->sync_active || g->sync_wanted))) {
         send_refusal(g, c, MM_MSG_BUSY, xid, g->leaving ? MM_REFUSE_LEAVING : MM_REFUSE_BUSY, "busy");
         return;
@@ -1189,7 +1207,7 @@ static void on_exch_req(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 
 static void on_exch_ack(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 {
-    exch *x = find_exch(g, m->u.exch.xid);
+    exch *x = find_exch_wire(g, c->id, m->u.exch.xid);
     if (!x || x->conn != c->id || !x->initiator || x->acked) {
         fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected EXCH_ACK");
         return;
@@ -1242,7 +1260,7 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
         on_exch_ack(g, c, &m, now);
         break;
     case MM_MSG_BUSY: {
-        exch *x = find_exch(g, m.u.refuse.xid);
+        exch *x = find_exch_wire(g, c->id, m.u.refuse.xid);
         if (x && x->conn == c->id && x->initiator) abort_exchange(g, x, false, "peer busy", now);
         break;
     }
@@ -1267,7 +1285,7 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
     case MM_MSG_PONG:
         break;
     case MM_MSG_DONE: {
-        exch *x = find_exch(g, m.u.done.xid);
+        exch *x = find_exch_wire(g, c->id, m.u.done.xid);
         if (!x || x->conn != c->id || x->kind != EXCH_AVERAGE || x->peer_done || !x->sent_end) {
             fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected DONE");
             return;
@@ -1299,7 +1317,7 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
 
 static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t *hdr, const uint8_t *ct, uint64_t now)
 {
-    exch *x = find_exch(g, h->xid);
+    exch *x = find_exch_wire(g, c->id, h->xid);
     if (!x || x->conn != c->id || !x->expect_recv || x->recv_end || x->merging) {
         /* An aborted exchange's frames may still be in flight: decrypt (to
          * keep the nonce sequence) and drop. */
@@ -1343,7 +1361,7 @@ static void on_end(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, uint64_
         fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed END: %s", err.msg);
         return;
     }
-    exch *x = find_exch(g, m.u.end.xid);
+    exch *x = find_exch_wire(g, c->id, m.u.end.xid);
     if (!x || x->conn != c->id || !x->expect_recv || x->recv_end) return; /* stale */
     if (m.u.end.total_bytes != x->recv_bytes || m.u.end.chunks != x->recv_chunks || m.u.end.encoding != x->enc ||
         x->recv_vals != g->cfg.params) {
@@ -1376,7 +1394,7 @@ static void handle_frame(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uin
         on_end(g, c, g->scratch, len, now);
         break;
     case MM_FRAME_ABORT: {
-        exch *x = find_exch(g, h->xid);
+        exch *x = find_exch_wire(g, c->id, h->xid);
         if (x && x->conn == c->id && !x->merging && !x->sync_done) abort_exchange(g, x, false, "peer aborted", now);
         break;
     }
@@ -1804,7 +1822,7 @@ int mm_gossip_average_now(mm_gossip *g, uint64_t now)
 void mm_gossip_snapshot_ready(mm_gossip *g, uint32_t xid, const float *snap, uint64_t samples, uint64_t now)
 {
     begin(g);
-    exch *x = find_exch(g, xid);
+    exch *x = find_exch_local(g, xid);
     if (!x || !x->snap_wanted || x->have_snap) { /* the exchange is gone: give it back */
         mm_action *a = push_action(g, MM_ACT_RELEASE);
         if (a) a->xid = xid;
@@ -1843,7 +1861,7 @@ void mm_gossip_snapshot_ready(mm_gossip *g, uint32_t xid, const float *snap, uin
 void mm_gossip_merge_done(mm_gossip *g, uint32_t xid, uint64_t now)
 {
     begin(g);
-    exch *x = find_exch(g, xid);
+    exch *x = find_exch_local(g, xid);
     if (x && x->merging) {
         if (x->kind == EXCH_SYNC) x->snap_wanted = false; /* a sync never lent a snapshot */
         log_exchange(g, x, true, x->kind == EXCH_SYNC ? "state replaced" : "merged", now);

@@ -17,7 +17,7 @@ void mm_cli_help(const mm_cli *cli)
             snprintf(left, sizeof left, "--%s", o->name);
         else
             snprintf(left, sizeof left, "--%s %s", o->name, o->metavar ? o->metavar : "VALUE");
-        printf("  %-28s %s\n", left, o->help);
+        printf("  %-28s %s%s\n", left, o->help, o->kind == MM_OPT_LIST ? " (repeatable)" : "");
     }
     printf("  %-28s %s\n", "--help", "show this help and exit");
 }
@@ -45,6 +45,13 @@ static int set_value(const mm_cli *cli, const mm_cli_opt *o, const char *v)
         if (!*v) return usage_error(cli, "--%s needs a non-empty value", o->name);
         *(const char **)o->dst = v;
         return 0;
+    case MM_OPT_LIST: {
+        mm_cli_list *l = o->dst;
+        if (!*v) return usage_error(cli, "--%s needs a non-empty value", o->name);
+        if (l->n == MM_CLI_LIST_MAX) return usage_error(cli, "--%s given more than %d times", o->name, MM_CLI_LIST_MAX);
+        l->v[l->n++] = v;
+        return 0;
+    }
     case MM_OPT_CHOICE:
         for (const char *const *c = o->choices; *c; c++)
             if (strcmp(*c, v) == 0) {

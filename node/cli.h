@@ -11,12 +11,19 @@
 
 #define MM_EXIT_USAGE 2
 
-typedef enum { MM_OPT_FLAG, MM_OPT_INT, MM_OPT_U64, MM_OPT_FLOAT, MM_OPT_STRING, MM_OPT_CHOICE } mm_cli_kind;
+typedef enum { MM_OPT_FLAG, MM_OPT_INT, MM_OPT_U64, MM_OPT_FLOAT, MM_OPT_STRING, MM_OPT_CHOICE, MM_OPT_LIST } mm_cli_kind;
+
+/* MM_OPT_LIST: a repeatable string option. */
+#define MM_CLI_LIST_MAX 16
+typedef struct {
+    const char *v[MM_CLI_LIST_MAX];
+    int n;
+} mm_cli_list;
 
 typedef struct {
     const char *name;    /* long name without "--" */
     mm_cli_kind kind;
-    void *dst;           /* bool*, int*, uint64_t*, float*, const char**, const char** */
+    void *dst;           /* bool*, int*, uint64_t*, float*, const char**, const char**, mm_cli_list* */
     const char *metavar; /* shown in help, e.g. "N" */
     const char *help;
     double min, max;     /* numeric range (inclusive); ignored when min == max */

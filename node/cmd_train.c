@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "netnode.h"
 #include "cli.h"
 #include "commands.h"
 #include "trainer.h"
@@ -15,8 +16,11 @@ static const char *const model_choices[] = {"mlp", "cnn", NULL};
 static const char *const opt_choices[] = {"sgd", "adamw", NULL};
 static const char *const part_choices[] = {"iid", "label", NULL};
 
+static const char *const enc_choices[] = {"f32", "f16", "bf16", "q8", NULL};
+
 typedef struct {
     bool solo, json, no_nesterov, quiet;
+    mm_node_config nc;
     int bench_batches, bench_reps;
     const char *checkpoint, *partition, *shard;
     mm_train_config tc;
@@ -115,20 +119,38 @@ int mm_cmd_train(int argc, char **argv)
         {"quiet", MM_OPT_FLAG, &a.quiet, NULL, "no progress line, no per-epoch lines", 0, 0, NULL},
         {"bench-batches", MM_OPT_INT, &a.bench_batches, "N", "measure throughput over windows of N batches, then exit", 1, 1000000, NULL},
         {"bench-reps", MM_OPT_INT, &a.bench_reps, "R", "windows for --bench-batches (default 5)", 1, 64, NULL},
+        /* networked training */
+        {"listen", MM_OPT_STRING, &a.nc.listen, "HOST:PORT", "address to listen on (default 127.0.0.1:0, any free port)", 0, 0, NULL},
+        {"bootstrap", MM_OPT_LIST, &a.nc.bootstrap, "HOST:PORT", "join the network through this member", 0, 0, NULL},
+        {"key", MM_OPT_STRING, &a.nc.key_file, "FILE", "node identity (murmur keygen); default: CHECKPOINT_DIR/identity.key", 0, 0, NULL},
+        {"network-key", MM_OPT_STRING, &a.nc.netkey_file, "FILE", "the network's key (murmur netkey); default: the open network", 0, 0, NULL},
+        {"average-every", MM_OPT_INT, &a.nc.average_every, "STEPS", "average with a random peer every STEPS steps (default 20)", 1, 1000000, NULL},
+        {"average-seconds", MM_OPT_FLOAT, &a.nc.average_seconds, "T", "also average every T seconds (default 0: by steps only)", 0, 86400, NULL},
+        {"encoding", MM_OPT_CHOICE, &a.nc.encoding, "f32|f16|bf16|q8", "parameter encoding on the wire (default f32)", 0, 0, enc_choices},
+        {"weight-by-samples", MM_OPT_FLAG, &a.nc.weight_samples, NULL, "weigh peers by samples seen (capped at 1/2)", 0, 0, NULL},
+        {"checkpoint-dir", MM_OPT_STRING, &a.nc.checkpoint_dir, "DIR", "checkpoints, identity and status; resumes from it", 0, 0, NULL},
+        {"checkpoint-seconds", MM_OPT_FLOAT, &a.nc.checkpoint_seconds, "T", "checkpoint every T seconds too (default 10)", 0, 86400, NULL},
+        {"metrics", MM_OPT_STRING, &a.nc.metrics_file, "FILE", "append JSON-lines metrics to FILE", 0, 0, NULL},
+        {"throttle", MM_OPT_FLOAT, &a.nc.throttle, "FACTOR", "run FACTOR times slower (emulates a slower machine)", 1, 1000, NULL},
+        {"join-timeout", MM_OPT_FLOAT, &a.nc.join_timeout, "T", "seconds to reach a bootstrap peer (default 10)", 0.1, 3600, NULL},
     };
     mm_cli cli = {.command = "train",
-                  .usage = "murmur train --solo [options]",
-                  .summary = "Train a model on Fashion-MNIST. With --solo the node trains alone; it prints a\n"
-                             "progress line on a terminal, the test accuracy after every epoch and, with\n"
+                  .usage = "murmur train [--solo] [options]",
+                  .summary = "Train a model on Fashion-MNIST. With --solo the node trains alone; otherwise it\n"
+                             "listens on --listen, joins the network through --bootstrap members, trains on\n"
+                             "its --shard and averages its parameters with random peers as it goes. It prints\n"
+                             "a progress line on a terminal, the test accuracy after every epoch and, with\n"
                              "--json, one final JSON line.",
                   .opts = opts,
                   .nopts = (int)(sizeof opts / sizeof opts[0])};
+    a.nc.listen = "127.0.0.1:0";
+    a.nc.average_every = 20;
+    a.nc.encoding = "f32";
+    a.nc.throttle = 1.0f;
+    a.nc.checkpoint_seconds = 10.0f;
+    a.nc.join_timeout = 10.0f;
     int rc = mm_cli_parse(&cli, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
-    if (!a.solo) {
-        fprintf(stderr, "murmur train: networked training is not available in this build yet; use --solo\n");
-        return MM_EXIT_USAGE;
-    }
     c->nesterov = !a.no_nesterov;
     c->partition = strcmp(a.partition, "label") == 0 ? MM_PART_LABEL : MM_PART_IID;
     if (a.shard && parse_shard(a.shard, &c->shard, &c->nshards) != 0) {
@@ -136,6 +158,16 @@ int mm_cmd_train(int argc, char **argv)
         return MM_EXIT_USAGE;
     }
 
+    if (!a.solo) {
+        if (a.checkpoint || a.bench_batches) {
+            fprintf(stderr, "murmur train: --checkpoint and --bench-batches are for --solo; a node uses --checkpoint-dir\n");
+            return MM_EXIT_USAGE;
+        }
+        a.nc.tc = *c;
+        a.nc.json = a.json;
+        a.nc.quiet = a.quiet;
+        return mm_node_run(&a.nc);
+    }
     mm_trainer t;
     mm_error err = {0};
     if (mm_trainer_init(&t, c, &err) != 0) {

@@ -6,5 +6,9 @@
 int mm_cmd_train(int argc, char **argv);
 int mm_cmd_eval(int argc, char **argv);
 int mm_cmd_inspect(int argc, char **argv);
+int mm_cmd_keygen(int argc, char **argv);
+int mm_cmd_netkey(int argc, char **argv);
+int mm_cmd_status(int argc, char **argv);
+int mm_cmd_demo(int argc, char **argv);
 
 #endif

@@ -25,11 +25,14 @@ static int write_key(const char *path, const char *magic, const uint8_t *key, si
     bool ok = write(fd, text, (size_t)n) == n && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
     sodium_memzero(text, sizeof text);
-    if (!ok || rename(tmp, path) != 0) {
+    /* link(), not rename(): never replace an existing key. */
+    if (!ok || link(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
+        if (e == EEXIST) return mm_error_set(err, MM_ERR_IO, "%s: already exists; keys are never overwritten", path);
         return mm_error_set(err, MM_ERR_IO, "%s: cannot write: %s", path, strerror(e));
     }
+    unlink(tmp);
     return MM_OK;
 }
 

@@ -12,9 +12,13 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"train", mm_cmd_train, "train a model (alone with --solo)"},
+    {"train", mm_cmd_train, "train a model: a node of a network, or alone with --solo"},
+    {"demo", mm_cmd_demo, "start a local network of nodes on 127.0.0.1 and report on it"},
     {"eval", mm_cmd_eval, "test accuracy of a checkpoint"},
     {"inspect", mm_cmd_inspect, "layout, metadata and statistics of a checkpoint"},
+    {"keygen", mm_cmd_keygen, "create a node identity key file"},
+    {"netkey", mm_cmd_netkey, "create a network key file"},
+    {"status", mm_cmd_status, "show a running node's peers and counters"},
 };
 
 static void usage(FILE *f)

@@ -372,6 +372,13 @@ int mm_loader_init(mm_loader *ld, const mm_dataset *ds, const uint32_t *idx, uin
     return MM_OK;
 }
 
+void mm_loader_start_epoch(mm_loader *ld, uint32_t epoch)
+{
+    ld->epoch = epoch;
+    ld->pos = 0;
+    loader_shuffle(ld);
+}
+
 void mm_loader_free(mm_loader *ld)
 {
     if (!ld) return;

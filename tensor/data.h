@@ -63,6 +63,8 @@ typedef struct {
 /* idx may be NULL for the whole dataset; it is copied. */
 int mm_loader_init(mm_loader *ld, const mm_dataset *ds, const uint32_t *idx, uint32_t count, uint64_t seed);
 void mm_loader_free(mm_loader *ld);
+/* Jump to the start of epoch `epoch` (resuming from a checkpoint). */
+void mm_loader_start_epoch(mm_loader *ld, uint32_t epoch);
 /* Fill up to max examples: x gets rows*cols floats each, pixel/255; y the
  * labels. Returns how many were filled; 0 means the epoch is over, and the
  * next call starts the next epoch with a fresh shuffle. */

@@ -82,6 +82,27 @@ static void test_handshake_and_exchange(void **state)
     assert_int_equal(net.allocs, net.frees);
 }
 
+/* Both sides ask at the same moment: one exchange happens, not two failures. */
+static void test_simultaneous_requests(void **state)
+{
+    (void)state;
+    h_net net;
+    two_nodes(&net, MM_ENC_F32);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_MS(10));
+    assert_int_equal(mm_gossip_average_now(net.nodes[0].g, net.now), 0);
+    assert_int_equal(mm_gossip_average_now(net.nodes[1].g, net.now), 0);
+    h_run(&net, net.now + MM_MS(100));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(net.nodes[i].merges, 1);
+        assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_EXCHANGE, 1, NULL), 1);
+    }
+    for (size_t k = 0; k < N; k++) /* both hold the average (up to the last bit) */
+        assert_true(fabsf(net.nodes[0].x[k] - net.nodes[1].x[k]) <= 1e-6f * (1.0f + fabsf(net.nodes[0].x[k])));
+    h_free_net(&net);
+    assert_int_equal(net.allocs, net.frees);
+}
+
 /* Training during the exchange: the delta rule keeps the local progress. */
 static float delta_k(size_t k) { return 0.125f * (float)(k % 7); }
 
@@ -406,6 +427,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_handshake_and_exchange),
+        cmocka_unit_test(test_simultaneous_requests),
         cmocka_unit_test(test_delta_rule),
         cmocka_unit_test(test_encodings),
         cmocka_unit_test(test_wrong_network_key),

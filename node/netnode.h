@@ -1,0 +1,40 @@
+/* The networked node: the gossip core driven by libuv over TCP, with a
+ * training thread running the tensor engine.
+ *
+ * Threads. The loop thread (the caller of mm_node_run) owns every socket,
+ * timer and the gossip core. The training thread owns the model and the
+ * backend. They exchange small messages through two mailboxes (mailbox.h);
+ * the trainer never waits for the network: it copies a snapshot or applies
+ * a merge between two steps. */
+#ifndef MM_NETNODE_H
+#define MM_NETNODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli.h"
+#include "trainer.h"
+
+typedef struct {
+    mm_train_config tc;
+    const char *listen;        /* "host:port" */
+    mm_cli_list bootstrap;
+    const char *key_file;      /* identity; NULL: <checkpoint-dir>/identity.key or ephemeral */
+    const char *netkey_file;   /* NULL: the open default network */
+    const char *checkpoint_dir;
+    const char *metrics_file;
+    int average_every;         /* steps between exchanges */
+    float average_seconds;     /* or seconds (0 = by steps only) */
+    float throttle;            /* >= 1: run this many times slower */
+    float checkpoint_seconds;  /* periodic checkpoint */
+    const char *encoding;      /* "f32" | "f16" | "bf16" | "q8" */
+    bool weight_samples;
+    bool json, quiet;
+    float join_timeout;        /* seconds to reach a bootstrap peer */
+} mm_node_config;
+
+/* Run a node until it has trained its epochs (then leaves) or is told to
+ * stop by SIGINT/SIGTERM. Returns the process exit status. */
+int mm_node_run(const mm_node_config *cfg);
+
+#endif
