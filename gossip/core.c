@@ -134,7 +134,7 @@ struct mm_gossip {
 
     /* state sync */
     bool sync_wanted, sync_active;
-    uint64_t sync_started;
+    uint64_t sync_started, sync_wanted_since;
 
     uint64_t next_exchange, next_shuffle, deadline;
     mm_action q[ACTQ_CAP];
@@ -664,6 +664,7 @@ static void abort_exchange(mm_gossip *g, exch *x, bool tell_peer, const char *wh
 
 static void finish_sync(mm_gossip *g, uint64_t now);
 static void start_sync(mm_gossip *g, uint64_t now);
+static void send_shuffle(mm_gossip *g, conn *c, mm_msg_type type);
 static int average_now(mm_gossip *g, uint64_t now);
 
 /* Per-tensor distance clipping with an adaptive bound (SECURITY.md §2.7).
@@ -854,6 +855,7 @@ static void finish_sync(mm_gossip *g, uint64_t now)
     if (nd == 0 && pending == 0) { /* every source failed: try again with the next session */
         g->sync_active = false;
         g->sync_wanted = true;
+        g->sync_wanted_since = now;
         logf_(g, MM_LOG_INFO, NULL, "state sync failed; retrying");
         start_sync(g, now);
         return;
@@ -890,7 +892,23 @@ static void finish_sync(mm_gossip *g, uint64_t now)
 
 static void start_sync(mm_gossip *g, uint64_t now)
 {
-    if (g->sync_active) return;
+    if (g->sync_active || !g->sync_wanted) return;
+    /* Wait (briefly) until we have sessions with as many sources as we
+     * know live peers, up to MM_SYNC_SOURCES: one source is one point of
+     * failure. Dial the ones we know but have no session with. */
+    uint32_t live = 0, ready = 0;
+    for (int i = 0; i < MM_VIEW_SIZE; i++) {
+        peer *p = &g->peers[i];
+        if (!p->used || p->state != PEER_ALIVE) continue;
+        live++;
+        conn *c = session_of(g, p->rec.id);
+        if (c && !c->xid)
+            ready++;
+        else if (!c && live <= MM_SYNC_SOURCES)
+            reach(g, p, now);
+    }
+    uint32_t want = live < MM_SYNC_SOURCES ? live : MM_SYNC_SOURCES;
+    if (ready == 0 || (ready < want && now < g->sync_wanted_since + MM_SYNC_GATHER)) return;
     int started = 0;
     for (uint32_t i = 0; i < g->nconns && started < MM_SYNC_SOURCES; i++) {
         conn *c = &g->conns[i];
@@ -1135,6 +1153,7 @@ static void on_hello(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
     peer *p = learn(g, r, true, now);
     if (p) p->conn = c->id;
     logf_(g, MM_LOG_PEER_UP, c->peer_id, "session with %s (%s) up", h, r->addr[0] ? r->addr : c->addr);
+    if (c->outbound) send_shuffle(g, c, MM_MSG_SHUFFLE); /* a newcomer learns the network at once */
     if (c->pending_sync || g->sync_wanted) {
         c->pending_sync = false;
         start_sync(g, now);
@@ -1476,6 +1495,7 @@ static void recompute_deadline(mm_gossip *g)
     for (int i = 0; i < MM_VIEW_SIZE; i++)
         if (g->peers[i].used && g->peers[i].state == PEER_SUSPECT) AT(g->peers[i].next_probe);
     if (g->sync_active) AT(g->sync_started + MM_SYNC_TIMEOUT);
+    if (g->sync_wanted) AT(g->sync_wanted_since + MM_SYNC_GATHER);
 #undef AT
     g->deadline = d;
 }
@@ -1597,6 +1617,7 @@ static void end(mm_gossip *g, uint64_t now)
         half += g->conns[i].state == CONN_HANDSHAKE || g->conns[i].state == CONN_CONNECTING;
     }
     if (g->sync_active) finish_sync(g, now);
+    if (g->sync_wanted) start_sync(g, now);
     g->st.sessions = n;
     g->st.half_open = half;
     g->st.view = view_size(g);
@@ -1685,6 +1706,7 @@ int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now)
 int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
 {
     begin(g);
+    if (!g->sync_wanted && !g->sync_active) g->sync_wanted_since = now;
     g->sync_wanted = true;
     start_sync(g, now);
     end(g, now);

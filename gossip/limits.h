@@ -43,6 +43,7 @@
 /* State sync */
 #define MM_SYNC_SOURCES 3               /* peers a newcomer fetches parameters from */
 #define MM_SYNC_TIMEOUT MM_SEC(30)      /* after this, use the sources that answered */
+#define MM_SYNC_GATHER MM_SEC(2)        /* wait this long for sessions with enough sources */
 
 /* Scores and bans */
 #define MM_SCORE_BAN (-100.0)           /* below this a peer is banned */

@@ -76,6 +76,8 @@ int mm_cmd_demo(int argc, char **argv)
     int nodes = 4, epochs = 10, avg = 20, throttled = -1;
     float throttle = 4.0f;
     uint64_t seed = 0;
+    float lr = 0;
+    int batch = 0;
     const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32";
     bool json = false;
     static const char *const model_choices[] = {"mlp", "cnn", NULL}, *const part_choices[] = {"iid", "label", NULL},
@@ -90,6 +92,8 @@ int mm_cmd_demo(int argc, char **argv)
         {"throttle-node", MM_OPT_INT, &throttled, "I", "make node I slower (see --throttle)", 0, DEMO_MAX - 1, NULL},
         {"throttle", MM_OPT_FLOAT, &throttle, "FACTOR", "slow-down of --throttle-node (default 4)", 1, 1000, NULL},
         {"seed", MM_OPT_U64, &seed, "S", "seed (default 0)", 0, 9.2e18, NULL},
+        {"lr", MM_OPT_FLOAT, &lr, "X", "peak learning rate (default: train's)", 1e-9, 100, NULL},
+        {"batch", MM_OPT_INT, &batch, "B", "batch size of every node (default: train's)", 1, 65536, NULL},
         {"dir", MM_OPT_STRING, &dir, "DIR", "where nodes keep checkpoints, logs, metrics (default: a new temp dir)", 0, 0, NULL},
         {"json", MM_OPT_FLAG, &json, NULL, "print one JSON line per node and a summary line", 0, 0, NULL},
     };
@@ -162,6 +166,12 @@ int mm_cmd_demo(int argc, char **argv)
         args[k++] = "--checkpoint-dir", args[k++] = ndir, args[k++] = "--metrics", args[k++] = met;
         args[k++] = "--average-every", args[k++] = av, args[k++] = "--encoding", args[k++] = enc_s;
         args[k++] = "--throttle", args[k++] = th, args[k++] = "--json";
+        char lr_s[32];
+        snprintf(lr_s, sizeof lr_s, "%g", (double)lr);
+        if (lr > 0) args[k++] = "--lr", args[k++] = lr_s;
+        char batch_s[16];
+        snprintf(batch_s, sizeof batch_s, "%d", batch);
+        if (batch > 0) args[k++] = "--batch", args[k++] = batch_s;
         if (i > 0) args[k++] = "--bootstrap", args[k++] = bootstrap;
         args[k] = NULL;
         pids[i] = spawn(exe, args, out, log);

@@ -963,9 +963,12 @@ int mm_node_run(const mm_node_config *cfg)
     if (uv_thread_create(&n->thread, trainer_main, n) != 0) goto out_mb;
     n->thread_started = true;
     /* A newcomer syncs state first; the first node, or one resuming, trains at once. */
-    if (cfg->bootstrap.n > 0 && !n->resumed)
+    if (cfg->bootstrap.n > 0 && !n->resumed) {
         set_state(n, ST_JOINING);
-    else
+        mm_gossip_request_sync(n->g, now_ns()); /* the core syncs as soon as it has sessions */
+        n->sync_requested = true;
+        flush(n);
+    } else
         start_training(n);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     rc = n->exit_code;
