@@ -79,7 +79,7 @@ int mm_cmd_demo(int argc, char **argv)
     float lr = 0;
     int batch = 0;
     const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32";
-    bool json = false;
+    bool json = false, no_clip = false;
     static const char *const model_choices[] = {"mlp", "cnn", NULL}, *const part_choices[] = {"iid", "label", NULL},
                              *const enc_choices[] = {"f32", "f16", "bf16", "q8", NULL};
     const mm_cli_opt opts[] = {
@@ -96,6 +96,7 @@ int mm_cmd_demo(int argc, char **argv)
         {"batch", MM_OPT_INT, &batch, "B", "batch size of every node (default: train's)", 1, 65536, NULL},
         {"dir", MM_OPT_STRING, &dir, "DIR", "where nodes keep checkpoints, logs, metrics (default: a new temp dir)", 0, 0, NULL},
         {"json", MM_OPT_FLAG, &json, NULL, "print one JSON line per node and a summary line", 0, 0, NULL},
+        {"no-clip", MM_OPT_FLAG, &no_clip, NULL, "nodes accept peers' vectors unclipped", 0, 0, NULL},
     };
     mm_cli cli = {.command = "demo",
                   .usage = "murmur demo [options]",
@@ -172,6 +173,7 @@ int mm_cmd_demo(int argc, char **argv)
         char batch_s[16];
         snprintf(batch_s, sizeof batch_s, "%d", batch);
         if (batch > 0) args[k++] = "--batch", args[k++] = batch_s;
+        if (no_clip) args[k++] = "--no-clip";
         if (i > 0) args[k++] = "--bootstrap", args[k++] = bootstrap;
         args[k] = NULL;
         pids[i] = spawn(exe, args, out, log);

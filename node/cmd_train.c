@@ -128,6 +128,7 @@ int mm_cmd_train(int argc, char **argv)
         {"average-seconds", MM_OPT_FLOAT, &a.nc.average_seconds, "T", "also average every T seconds (default 0: by steps only)", 0, 86400, NULL},
         {"encoding", MM_OPT_CHOICE, &a.nc.encoding, "f32|f16|bf16|q8", "parameter encoding on the wire (default f32)", 0, 0, enc_choices},
         {"weight-by-samples", MM_OPT_FLAG, &a.nc.weight_samples, NULL, "weigh peers by samples seen (capped at 1/2)", 0, 0, NULL},
+        {"no-clip", MM_OPT_FLAG, &a.nc.no_clip, NULL, "accept peers' vectors unclipped (no poisoning defence)", 0, 0, NULL},
         {"checkpoint-dir", MM_OPT_STRING, &a.nc.checkpoint_dir, "DIR", "checkpoints, identity and status; resumes from it", 0, 0, NULL},
         {"checkpoint-seconds", MM_OPT_FLOAT, &a.nc.checkpoint_seconds, "T", "checkpoint every T seconds too (default 10)", 0, 86400, NULL},
         {"metrics", MM_OPT_STRING, &a.nc.metrics_file, "FILE", "append JSON-lines metrics to FILE", 0, 0, NULL},

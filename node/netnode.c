@@ -927,7 +927,7 @@ int mm_node_run(const mm_node_config *cfg)
     gc.incarnation = (uint64_t)time(NULL);
     gc.encoding = (uint8_t)enc;
     gc.weighting = cfg->weight_samples ? MM_WEIGHT_SAMPLES : MM_WEIGHT_EQUAL;
-    gc.clip = true;
+    gc.clip = !cfg->no_clip;
     mm_gossip_env env = {env_random, NULL, env_alloc, env_free, NULL};
     n->g = mm_gossip_new(&gc, &env, now_ns());
     sodium_memzero(&gc.identity_sk, sizeof gc.identity_sk);

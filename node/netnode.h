@@ -29,6 +29,7 @@ typedef struct {
     float checkpoint_seconds;  /* periodic checkpoint */
     const char *encoding;      /* "f32" | "f16" | "bf16" | "q8" */
     bool weight_samples;
+    bool no_clip;              /* turn off per-tensor distance clipping */
     bool json, quiet;
     float join_timeout;        /* seconds to reach a bootstrap peer */
 } mm_node_config;

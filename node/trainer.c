@@ -35,6 +35,7 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
         mm_error_set(err, rc, "out of memory for the data loader");
         goto fail;
     }
+    mm_loader_set_normalization(&t->loader, MM_INPUT_MEAN, MM_INPUT_STD);
     if ((rc = mm_backend_cpu_init(&t->be, c->threads)) ||
         (rc = mm_model_create(&t->model, c->model, &t->be, c->batch, err)))
         goto fail;
@@ -133,6 +134,7 @@ double mm_model_evaluate(mm_model *m, const mm_dataset *ds, double *loss)
     be->ops->to_device(be, m->stats, zero, sizeof zero);
     mm_loader ld;
     if (mm_loader_init(&ld, ds, NULL, ds->n, 0) != 0) return -1.0;
+    mm_loader_set_normalization(&ld, MM_INPUT_MEAN, MM_INPUT_STD);
     float *xbuf = NULL;
     int32_t *ybuf = NULL;
     if (!be->ops->host_visible) {

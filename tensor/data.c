@@ -368,8 +368,14 @@ int mm_loader_init(mm_loader *ld, const mm_dataset *ds, const uint32_t *idx, uin
     ld->order = order;
     ld->count = count;
     ld->seed = seed;
+    mm_loader_set_normalization(ld, 0.0f, 1.0f);
     loader_shuffle(ld);
     return MM_OK;
+}
+
+void mm_loader_set_normalization(mm_loader *ld, float mean, float std)
+{
+    for (int v = 0; v < 256; v++) ld->table[v] = ((float)v / 255.0f - mean) / std;
 }
 
 void mm_loader_start_epoch(mm_loader *ld, uint32_t epoch)
@@ -404,7 +410,7 @@ uint32_t mm_loader_next(mm_loader *ld, float *x, int32_t *y, uint32_t max)
         if (x) {
             const uint8_t *src = ds->images + (size_t)e * pixels;
             float *dst = x + (size_t)i * pixels;
-            for (size_t j = 0; j < pixels; j++) dst[j] = (float)src[j] / 255.0f;
+            for (size_t j = 0; j < pixels; j++) dst[j] = ld->table[src[j]];
         }
         if (y) y[i] = ds->labels[e];
     }

@@ -58,14 +58,18 @@ typedef struct {
     uint32_t pos;
     uint32_t epoch;
     uint64_t seed;
+    float table[256]; /* pixel value -> input value */
 } mm_loader;
 
 /* idx may be NULL for the whole dataset; it is copied. */
 int mm_loader_init(mm_loader *ld, const mm_dataset *ds, const uint32_t *idx, uint32_t count, uint64_t seed);
 void mm_loader_free(mm_loader *ld);
+/* Inputs become (pixel/255 - mean) / std (default mean 0, std 1). */
+void mm_loader_set_normalization(mm_loader *ld, float mean, float std);
 /* Jump to the start of epoch `epoch` (resuming from a checkpoint). */
 void mm_loader_start_epoch(mm_loader *ld, uint32_t epoch);
-/* Fill up to max examples: x gets rows*cols floats each, pixel/255; y the
+/* Fill up to max examples: x gets rows*cols floats each (pixel/255, then
+ * normalised as set); y the
  * labels. Returns how many were filled; 0 means the epoch is over, and the
  * next call starts the next epoch with a fresh shuffle. */
 uint32_t mm_loader_next(mm_loader *ld, float *x, int32_t *y, uint32_t max);

@@ -19,6 +19,11 @@
 
 #define MM_MODEL_MAX_LAYERS 16
 
+/* Both models take pixels standardised with the training set's statistics:
+ * x = (pixel/255 - MM_INPUT_MEAN) / MM_INPUT_STD. */
+#define MM_INPUT_MEAN 0.2860f
+#define MM_INPUT_STD 0.3530f
+
 typedef enum { MM_LAYER_LINEAR, MM_LAYER_CONV, MM_LAYER_MAXPOOL } mm_layer_kind;
 
 typedef struct {
