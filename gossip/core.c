@@ -1488,7 +1488,7 @@ static void recompute_deadline(mm_gossip *g)
         }
     }
     for (int i = 0; i < MM_MAX_EXCHANGES; i++)
-        if (g->exchs[i].used) {
+        if (g->exchs[i].used && !g->exchs[i].merging && !g->exchs[i].sync_done) { /* as in do_timers */
             AT(g->exchs[i].deadline);
             AT(g->exchs[i].window_start + MM_EXCH_PROGRESS_WINDOW);
         }

@@ -24,7 +24,7 @@ uint16_t mm_f32_to_f16(float f)
     if (mag < 0x38800000u) {                                   /* below the smallest normal half: subnormal */
         if (mag < 0x33000000u) return (uint16_t)sign;          /* rounds to zero */
         uint32_t m = (mag & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(mag >> 23) + 13; /* to a subnormal half with 10 bits */
+        int shift = 126 - (int)(mag >> 23); /* value / 2^-24, exponent 102..112: shift 14..24 */
         uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
         if (rem > mid || (rem == mid && (half & 1u))) half++;
         return (uint16_t)(sign | half);

@@ -98,6 +98,7 @@ int mm_cmd_train(int argc, char **argv)
     c->momentum = 0.9f;
     c->weight_decay = -1.0f;
     c->warmup_epochs = -1.0f;
+    c->clip_norm = -1.0f; /* default: decided by the mode below */
     const mm_cli_opt opts[] = {
         {"solo", MM_OPT_FLAG, &a.solo, NULL, "train alone, without a network", 0, 0, NULL},
         {"model", MM_OPT_CHOICE, &c->model, "mlp|cnn", "model to train (default mlp)", 0, 0, model_choices},
@@ -111,6 +112,7 @@ int mm_cmd_train(int argc, char **argv)
         {"momentum", MM_OPT_FLOAT, &c->momentum, "M", "SGD momentum (default 0.9)", 0, 0.9999, NULL},
         {"no-nesterov", MM_OPT_FLAG, &a.no_nesterov, NULL, "plain (heavy-ball) momentum instead of Nesterov", 0, 0, NULL},
         {"weight-decay", MM_OPT_FLOAT, &c->weight_decay, "W", "weight decay (default sgd 5e-4, adamw 0.05)", 0, 10, NULL},
+        {"clip-grad", MM_OPT_FLOAT, &c->clip_norm, "N", "clip the gradient's global L2 norm to N (default: off alone, 5 in a network)", 0, 1e9, NULL},
         {"warmup", MM_OPT_FLOAT, &c->warmup_epochs, "E", "epochs of linear warm-up before the cosine decay (default 0.5)", 0, 1000, NULL},
         {"shard", MM_OPT_STRING, &a.shard, "I/N", "train on shard I of N of the training set", 0, 0, NULL},
         {"partition", MM_OPT_CHOICE, &a.partition, "iid|label", "how shards are cut (default iid)", 0, 0, part_choices},
@@ -164,11 +166,13 @@ int mm_cmd_train(int argc, char **argv)
             fprintf(stderr, "murmur train: --checkpoint and --bench-batches are for --solo; a node uses --checkpoint-dir\n");
             return MM_EXIT_USAGE;
         }
+        if (c->clip_norm < 0) c->clip_norm = 5.0f;
         a.nc.tc = *c;
         a.nc.json = a.json;
         a.nc.quiet = a.quiet;
         return mm_node_run(&a.nc);
     }
+    if (c->clip_norm < 0) c->clip_norm = 0.0f;
     mm_trainer t;
     mm_error err = {0};
     if (mm_trainer_init(&t, c, &err) != 0) {

@@ -25,6 +25,7 @@ typedef enum {
     MB_EPOCH,         /* an epoch ended: test accuracy */
     MB_TRAINED,       /* all epochs done */
     MB_EXITED,        /* the thread is about to return */
+    MB_DIVERGED,      /* the parameters are no longer finite: fetch them again */
 } mb_kind;
 
 typedef struct mb_msg {

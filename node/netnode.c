@@ -180,8 +180,10 @@ static bool trainer_handle(netnode *n, mb_msg *m)
                     free(d);
                 }
             }
-        } else {
+        } else { /* state sync: take the network's parameters, restart momentum */
             be->ops->to_device(be, t->model->params, m->peer, total * sizeof(float));
+            if (t->opt.v) be->ops->fill(be, t->opt.v, total, 0.0f);
+            if (t->opt.m) be->ops->fill(be, t->opt.m, total, 0.0f);
         }
         r.kind = MB_MERGE_DONE;
         r.xid = m->xid;
@@ -254,6 +256,10 @@ static void trainer_main(void *arg)
             mb_msg p = {.kind = MB_PROGRESS, .step = t->step, .samples = t->samples, .epoch = t->epoch};
             p.loss = mm_trainer_take_loss(t, &cnt);
             p.rate = (double)(t->samples - prog_samples) / (now - last_progress);
+            if (!isfinite(p.loss)) { /* diverged: ask the network for its parameters */
+                mb_msg d = {.kind = MB_DIVERGED, .step = t->step};
+                mb_post(&n->to_loop, &d);
+            }
             prog_samples = t->samples;
             last_progress = now;
             mb_post(&n->to_loop, &p);
@@ -534,7 +540,10 @@ static void flush(netnode *n)
         }
     }
     uint64_t d = mm_gossip_deadline(n->g), now = now_ns();
-    uint64_t ms = d == UINT64_MAX ? 60000 : d <= now ? 0 : (d - now + 999999) / 1000000;
+    /* At least 1 ms: libuv runs a timer re-armed with 0 from its own callback
+     * again at once, without polling I/O, so a deadline that stayed in the
+     * past would spin the loop. */
+    uint64_t ms = d == UINT64_MAX ? 60000 : d <= now ? 1 : (d - now + 999999) / 1000000;
     uv_timer_start(&n->core_timer, on_core_timer, ms, 0);
 }
 
@@ -753,6 +762,13 @@ static void on_wake(uv_async_t *a)
                 if (mm_gossip_average_now(n->g, now_ns()) != 0) stop_trainer(n);
                 flush(n);
             }
+            break;
+        case MB_DIVERGED:
+            say(n, "the loss is no longer finite at step %llu: fetching parameters from peers",
+                (unsigned long long)m->step);
+            metric(n, "\"event\":\"diverged\",\"step\":%llu", (unsigned long long)m->step);
+            mm_gossip_request_sync(n->g, now_ns());
+            flush(n);
             break;
         case MB_EXITED:
             if (n->exit_code == 0) print_final(n, m);

@@ -51,6 +51,7 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
     oc.momentum = c->momentum;
     oc.nesterov = c->nesterov;
     oc.weight_decay = c->weight_decay;
+    oc.clip_norm = c->clip_norm;
     oc.warmup_steps = (uint64_t)(c->warmup_epochs * (float)t->steps_per_epoch);
     oc.total_steps = (uint64_t)t->steps_per_epoch * (uint64_t)(c->epochs > 0 ? c->epochs : 0);
     if ((rc = mm_optimizer_init(&t->opt, &oc, &t->be, t->model->layout.total, err))) goto fail;

@@ -26,6 +26,7 @@ typedef struct {
     float weight_decay;  /* < 0: the optimizer's default */
     float warmup_epochs; /* < 0: the model's default */
     bool nesterov;
+    float clip_norm;     /* global gradient-norm bound (0 = off) */
     uint32_t shard, nshards;
     mm_partition partition;
 } mm_train_config;

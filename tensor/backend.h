@@ -27,6 +27,7 @@ typedef struct {
 /* Hyper-parameters of one optimizer step, already scheduled (lr is this step's). */
 typedef struct {
     float lr, momentum, weight_decay;
+    float grad_scale; /* gradients are multiplied by this first (global-norm clipping) */
     bool nesterov;
     float beta1, beta2, eps;
     float bias1, bias2; /* AdamW bias corrections 1 - beta^t */
@@ -70,10 +71,12 @@ typedef struct {
     void (*softmax_xent)(mm_backend *be, float *dlogits, float *stats, const float *logits, const int32_t *labels,
                          int rows, int cols);
 
+    /* Sum of squares of x[n], accumulated in double (for global-norm clipping). */
+    double (*sumsq)(mm_backend *be, const float *x, size_t n);
     /* SGD with momentum (PyTorch semantics, optional Nesterov), weight decay coupled:
-     * g' = g + wd p; v = mu v + g'; p -= lr (nesterov ? g' + mu v : v). */
+     * g' = s g + wd p (s = grad_scale); v = mu v + g'; p -= lr (nesterov ? g' + mu v : v). */
     void (*sgd_step)(mm_backend *be, float *p, const float *g, float *v, size_t n, const mm_opt_step *s);
-    /* AdamW (decoupled weight decay). */
+    /* AdamW (decoupled weight decay), on s g. */
     void (*adamw_step)(mm_backend *be, float *p, const float *g, float *m, float *v, size_t n, const mm_opt_step *s);
     /* The averaging merge: x[n] += w * (a[n] - b[n]). */
     void (*merge)(mm_backend *be, float *x, const float *a, const float *b, float w, size_t n);

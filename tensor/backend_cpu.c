@@ -192,16 +192,16 @@ static void cpu_sgd_step(mm_backend *be, float *restrict p, const float *restric
                          const mm_opt_step *s)
 {
     (void)be;
-    const float lr = s->lr, mu = s->momentum, wd = s->weight_decay;
+    const float lr = s->lr, mu = s->momentum, wd = s->weight_decay, gs = s->grad_scale;
     if (s->nesterov)
         for (size_t i = 0; i < n; i++) {
-            float gi = g[i] + wd * p[i], vi = mu * v[i] + gi;
+            float gi = gs * g[i] + wd * p[i], vi = mu * v[i] + gi;
             v[i] = vi;
             p[i] -= lr * (gi + mu * vi);
         }
     else
         for (size_t i = 0; i < n; i++) {
-            float vi = mu * v[i] + g[i] + wd * p[i];
+            float vi = mu * v[i] + gs * g[i] + wd * p[i];
             v[i] = vi;
             p[i] -= lr * vi;
         }
@@ -211,15 +211,30 @@ static void cpu_adamw_step(mm_backend *be, float *restrict p, const float *restr
                            float *restrict v, size_t n, const mm_opt_step *s)
 {
     (void)be;
-    const float b1 = s->beta1, b2 = s->beta2, decay = 1.0f - s->lr * s->weight_decay;
+    const float b1 = s->beta1, b2 = s->beta2, decay = 1.0f - s->lr * s->weight_decay, gs = s->grad_scale;
     const float step = s->lr / s->bias1, inv_sqrt_b2 = 1.0f / sqrtf(s->bias2);
     for (size_t i = 0; i < n; i++) {
-        float mi = b1 * m[i] + (1.0f - b1) * g[i];
-        float vi = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        const float gi = gs * g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_b2 + s->eps);
     }
+}
+
+static double cpu_sumsq(mm_backend *be, const float *x, size_t n)
+{
+    (void)be;
+    /* Blocks of float sums (vectorisable), combined in double. */
+    double total = 0.0;
+    for (size_t i = 0; i < n; i += 4096) {
+        size_t end = i + 4096 < n ? i + 4096 : n;
+        float acc = 0.0f;
+        for (size_t j = i; j < end; j++) acc += x[j] * x[j];
+        total += (double)acc;
+    }
+    return total;
 }
 
 static void cpu_merge(mm_backend *be, float *restrict x, const float *restrict a, const float *restrict b, float w,
@@ -247,6 +262,7 @@ static const mm_backend_ops cpu_ops = {
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .softmax_xent = cpu_softmax_xent,
+    .sumsq = cpu_sumsq,
     .sgd_step = cpu_sgd_step,
     .adamw_step = cpu_adamw_step,
     .merge = cpu_merge,

@@ -62,7 +62,12 @@ void mm_optimizer_step(mm_optimizer *o, float *params, const float *grads)
                      .nesterov = c->nesterov,
                      .beta1 = c->beta1,
                      .beta2 = c->beta2,
-                     .eps = c->eps};
+                     .eps = c->eps,
+                     .grad_scale = 1.0f};
+    if (c->clip_norm > 0.0f) {
+        double norm = sqrt(o->be->ops->sumsq(o->be, grads, o->n));
+        if (norm > (double)c->clip_norm) s.grad_scale = (float)((double)c->clip_norm / norm);
+    }
     o->t++;
     if (c->kind == MM_OPT_ADAMW) {
         s.bias1 = 1.0f - powf(c->beta1, (float)o->t);

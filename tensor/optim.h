@@ -24,6 +24,9 @@ typedef struct {
      * lr * final_frac at total_steps (0 = constant after warm-up). */
     uint64_t warmup_steps, total_steps;
     float final_frac;
+    /* Global-norm gradient clipping: scale the gradient so its L2 norm is at
+     * most clip_norm (0 = off). */
+    float clip_norm;
 } mm_opt_config;
 
 typedef struct {

@@ -77,6 +77,7 @@ struct h_net {
     /* tamper hook: may modify bytes in flight from node `from`; called per delivery */
     void (*tamper)(h_net *net, int from, uint8_t *buf, size_t len);
     size_t split; /* deliver in pieces of this many bytes (0 = all at once) */
+    long stuck;   /* ticks after which a core's deadline was still not in the future */
     bool verbose;
 };
 
@@ -336,8 +337,11 @@ static void h_run(h_net *net, uint64_t until)
         }
         if (next > net->now) net->now = next;
         for (int i = 0; i < net->nnodes; i++)
-            if (!net->nodes[i].down && mm_gossip_deadline(net->nodes[i].g) <= net->now)
+            if (!net->nodes[i].down && mm_gossip_deadline(net->nodes[i].g) <= net->now) {
                 mm_gossip_tick(net->nodes[i].g, net->now);
+                /* A deadline that stays in the past would spin a real event loop. */
+                if (mm_gossip_deadline(net->nodes[i].g) <= net->now && !h_drain(net, i)) net->stuck++;
+            }
     }
 }
 
@@ -353,6 +357,7 @@ static int h_count_logs(const h_node *nd, mm_log_kind kind, int ok, const char *
 
 static void h_free_net(h_net *net)
 {
+    if (net->stuck) fail_msg("a core's deadline stayed in the past after %ld tick(s)", net->stuck);
     for (int i = 0; i < net->nnodes; i++) {
         h_node *nd = &net->nodes[i];
         mm_gossip_free(nd->g);

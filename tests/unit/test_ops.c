@@ -554,7 +554,7 @@ static void test_sgd_hand(void **state)
         float *p = falloc(1), *g = falloc(1), *v = falloc(1);
         p[0] = 1.0f;
         g[0] = 0.5f;
-        mm_opt_step s = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov};
+        mm_opt_step s = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.1f, .nesterov = nesterov, .grad_scale = 1.0f};
         for (int t = 0; t < 3; t++) {
             be.ops->sgd_step(&be, p, g, v, 1, &s);
             double want = nesterov ? nest[t] : plain[t];
@@ -738,9 +738,33 @@ static void test_lr_schedule(void **state)
 #undef LR_AT
 }
 
+/* Global-norm clipping: a gradient of norm 10 clipped to 1 moves plain SGD
+ * by lr * g / 10; below the bound nothing changes. */
+static void test_grad_clipping(void **state)
+{
+    (void)state;
+    mm_opt_config c = mm_opt_defaults();
+    c.momentum = 0.0f;
+    c.nesterov = false;
+    c.weight_decay = 0.0f;
+    c.lr = 0.5f;
+    c.clip_norm = 1.0f;
+    mm_optimizer o;
+    assert_int_equal(mm_optimizer_init(&o, &c, &be, 4, NULL), 0);
+    float p[4] = {0, 0, 0, 0}, g[4] = {6, 0, 8, 0}; /* norm 10 */
+    mm_optimizer_step(&o, p, g);
+    assert_true(fabsf(p[0] + 0.5f * 0.6f) < 1e-6f && fabsf(p[2] + 0.5f * 0.8f) < 1e-6f);
+    float q[4] = {0, 0, 0, 0}, h[4] = {0.3f, 0, 0.4f, 0}; /* norm 0.5: untouched */
+    mm_optimizer_step(&o, q, h);
+    assert_true(fabsf(q[0] + 0.5f * 0.3f) < 1e-6f && fabsf(q[2] + 0.5f * 0.4f) < 1e-6f);
+    assert_true(fabs(be.ops->sumsq(&be, g, 4) - 100.0) < 1e-9);
+    mm_optimizer_free(&o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_clipping),
         cmocka_unit_test(test_alloc_copy),
         cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_bias_act),
