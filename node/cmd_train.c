@@ -19,7 +19,7 @@ static const char *const part_choices[] = {"iid", "label", NULL};
 static const char *const enc_choices[] = {"f32", "f16", "bf16", "q8", NULL};
 
 typedef struct {
-    bool solo, json, no_nesterov, quiet;
+    bool solo, json, no_nesterov, quiet, weight_equal;
     mm_node_config nc;
     int bench_batches, bench_reps;
     const char *checkpoint, *partition, *shard;
@@ -129,7 +129,7 @@ int mm_cmd_train(int argc, char **argv)
         {"average-every", MM_OPT_INT, &a.nc.average_every, "STEPS", "average with a random peer every STEPS steps (default 20)", 1, 1000000, NULL},
         {"average-seconds", MM_OPT_FLOAT, &a.nc.average_seconds, "T", "also average every T seconds (default 0: by steps only)", 0, 86400, NULL},
         {"encoding", MM_OPT_CHOICE, &a.nc.encoding, "f32|f16|bf16|q8", "parameter encoding on the wire (default f32)", 0, 0, enc_choices},
-        {"weight-by-samples", MM_OPT_FLAG, &a.nc.weight_samples, NULL, "weigh peers by samples seen (capped at 1/2)", 0, 0, NULL},
+        {"weight-equal", MM_OPT_FLAG, &a.weight_equal, NULL, "average with weight 1/2 (default: by samples seen, capped at 1/2)", 0, 0, NULL},
         {"no-clip", MM_OPT_FLAG, &a.nc.no_clip, NULL, "accept peers' vectors unclipped (no poisoning defence)", 0, 0, NULL},
         {"checkpoint-dir", MM_OPT_STRING, &a.nc.checkpoint_dir, "DIR", "checkpoints, identity and status; resumes from it", 0, 0, NULL},
         {"checkpoint-seconds", MM_OPT_FLOAT, &a.nc.checkpoint_seconds, "T", "checkpoint every T seconds too (default 10)", 0, 86400, NULL},
@@ -167,6 +167,7 @@ int mm_cmd_train(int argc, char **argv)
             return MM_EXIT_USAGE;
         }
         if (c->clip_norm < 0) c->clip_norm = 5.0f;
+        a.nc.weight_samples = !a.weight_equal;
         a.nc.tc = *c;
         a.nc.json = a.json;
         a.nc.quiet = a.quiet;
