@@ -126,6 +126,7 @@ struct mm_gossip {
     tomb tombs[MAX_TOMBS];
     uint32_t ntombs;
     exch exchs[MM_MAX_EXCHANGES];
+    float *spare; /* one receive buffer kept from the last exchange (saves page faults) */
     uint32_t next_lid;
     struct {
         uint8_t e[8];
@@ -614,7 +615,8 @@ static exch *new_exch(mm_gossip *g, conn *c, uint8_t kind, bool initiator, uint3
     uint64_t bytes = mm_enc_bytes(x->enc, MM_CHUNK_VALUES) * (g->cfg.params / MM_CHUNK_VALUES + 1);
     x->deadline = now + MM_EXCH_GRACE + bytes / MM_EXCH_MIN_RATE * 1000000000ull;
     if (x->expect_recv) {
-        x->recv = g_alloc(g, g->cfg.params * sizeof(float));
+        x->recv = g->spare ? g->spare : g_alloc(g, g->cfg.params * sizeof(float));
+        g->spare = NULL;
         if (!x->recv) {
             x->used = false;
             return NULL;
@@ -630,7 +632,10 @@ static void free_exch(mm_gossip *g, exch *x)
         mm_action *a = push_action(g, MM_ACT_RELEASE);
         if (a) a->xid = x->lid;
     }
-    g_free(g, x->recv);
+    if (x->recv && !g->spare)
+        g->spare = x->recv;
+    else
+        g_free(g, x->recv);
     conn *c = find_conn(g, x->conn);
     if (c && c->xid == x->lid) c->xid = 0;
     memset(x, 0, sizeof *x);
@@ -1427,36 +1432,44 @@ static void handle_frame(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uin
 }
 
 /* Consume complete messages from c->rx. */
-static void process_rx(mm_gossip *g, conn *c, uint64_t now)
+/* Handle the complete messages at the start of p[0..avail); returns the
+ * bytes consumed (a partial message at the end is left). */
+static size_t consume(mm_gossip *g, conn *c, const uint8_t *p, size_t avail, uint64_t now)
 {
     size_t pos = 0;
     while (c->state != CONN_FREE && !c->closing) {
-        size_t avail = c->rx_len - pos;
-        const uint8_t *p = c->rx + pos;
+        const uint8_t *q = p + pos;
+        size_t left = avail - pos;
         if (c->state == CONN_HANDSHAKE) {
-            if (avail < 2) break;
-            size_t n = (size_t)p[0] << 8 | p[1];
+            if (left < 2) break;
+            size_t n = (size_t)q[0] << 8 | q[1];
             if (n > MM_HS_MAX_MSG || n == 0) {
                 fail_conn(g, c, 0, "handshake message of %zu bytes", n);
                 break;
             }
-            if (avail < 2 + n) break;
+            if (left < 2 + n) break;
             pos += 2 + n;
-            hs_message(g, c, p + 2, n, now);
+            hs_message(g, c, q + 2, n, now);
         } else if (c->state == CONN_OPEN) {
-            if (avail < MM_FRAME_HEADER) break;
+            if (left < MM_FRAME_HEADER) break;
             mm_frame_hdr h;
-            if (mm_frame_parse_header(p, &h) != 0) {
+            if (mm_frame_parse_header(q, &h) != 0) {
                 fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed frame header");
                 break;
             }
-            if (avail < MM_FRAME_HEADER + h.len) break;
+            if (left < MM_FRAME_HEADER + h.len) break;
             pos += MM_FRAME_HEADER + h.len;
-            handle_frame(g, c, &h, p, p + MM_FRAME_HEADER, now);
+            handle_frame(g, c, &h, q, q + MM_FRAME_HEADER, now);
         } else {
             break;
         }
     }
+    return pos;
+}
+
+static void process_rx(mm_gossip *g, conn *c, uint64_t now)
+{
+    size_t pos = consume(g, c, c->rx, c->rx_len, now);
     if (c->state == CONN_FREE) return;
     if (pos) {
         memmove(c->rx, c->rx + pos, c->rx_len - pos);
@@ -1683,6 +1696,7 @@ void mm_gossip_free(mm_gossip *g)
         if (g->exchs[i].used) g_free(g, g->exchs[i].recv);
     if (g->conns)
         for (uint32_t i = 0; i < g->nconns; i++) conn_free_buffers(g, &g->conns[i]);
+    g_free(g, g->spare);
     g_free(g, g->conns);
     g_free(g, g->tensors);
     g_free(g, g->clips);
@@ -1755,6 +1769,11 @@ void mm_gossip_received(mm_gossip *g, mm_conn_id id, const uint8_t *buf, size_t 
     }
     c->last_rx = now;
     g->st.bytes_in += len;
+    if (c->rx_len == 0) { /* nothing buffered: whole messages are handled straight from buf */
+        size_t used = consume(g, c, buf, len, now);
+        buf += used;
+        len -= used;
+    }
     while (len && !c->closing && c->state != CONN_FREE) {
         /* Buffer at most one message (header + body) beyond what is processed. */
         size_t want = c->state == CONN_OPEN ? MM_FRAME_HEADER + MM_FRAME_MAX_PLAIN + MM_FRAME_TAG : 2 + MM_HS_MAX_MSG;
