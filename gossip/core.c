@@ -134,7 +134,7 @@ struct mm_gossip {
     } replay[REPLAY_SLOTS];
 
     /* state sync */
-    bool sync_wanted, sync_active;
+    bool sync_wanted, sync_active, sync_gathered; /* gathered: the wait for sources is over */
     uint64_t sync_started, sync_wanted_since;
 
     uint64_t next_exchange, next_shuffle, deadline;
@@ -402,6 +402,11 @@ static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t no
         hex8(id, h);
         logf_(g, MM_LOG_REFUSED, id, "peer %s banned for %llu s (score %.0f)", h,
               (unsigned long long)(s->ban_len / 1000000000ull), s->score);
+        for (uint32_t i = 0; i < g->nconns; i++) {
+            conn *c = &g->conns[i];
+            if (c->state == CONN_OPEN && c->authed && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
+                close_conn(g, c, false, now);
+        }
     }
 }
 
@@ -861,6 +866,7 @@ static void finish_sync(mm_gossip *g, uint64_t now)
         g->sync_active = false;
         g->sync_wanted = true;
         g->sync_wanted_since = now;
+        g->sync_gathered = false;
         logf_(g, MM_LOG_INFO, NULL, "state sync failed; retrying");
         start_sync(g, now);
         return;
@@ -913,7 +919,8 @@ static void start_sync(mm_gossip *g, uint64_t now)
             reach(g, p, now);
     }
     uint32_t want = live < MM_SYNC_SOURCES ? live : MM_SYNC_SOURCES;
-    if (ready == 0 || (ready < want && now < g->sync_wanted_since + MM_SYNC_GATHER)) return;
+    if (now >= g->sync_wanted_since + MM_SYNC_GATHER) g->sync_gathered = true;
+    if (ready == 0 || (ready < want && !g->sync_gathered)) return;
     int started = 0;
     for (uint32_t i = 0; i < g->nconns && started < MM_SYNC_SOURCES; i++) {
         conn *c = &g->conns[i];
@@ -1345,7 +1352,7 @@ static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t 
     if (!x || x->conn != c->id || !x->expect_recv || x->recv_end || x->merging) {
         /* An aborted exchange's frames may still be in flight: decrypt (to
          * keep the nonce sequence) and drop. */
-        if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) fail_conn(g, c, 0, "frame failed authentication");
         return;
     }
     size_t bytes = h->len - MM_FRAME_TAG, n = mm_enc_values(x->enc, bytes);
@@ -1356,7 +1363,7 @@ static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t 
     if (ok_shape && x->enc == MM_ENC_F32) dst = (uint8_t *)(x->recv + x->recv_vals); /* decrypt in place */
 #endif
     if (mm_record_open(&c->rec, h, hdr, ct, dst) != 0) {
-        fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        fail_conn(g, c, 0, "frame failed authentication");
         return;
     }
     if (!ok_shape) {
@@ -1407,7 +1414,7 @@ static void handle_frame(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uin
     }
     size_t len = h->len - MM_FRAME_TAG;
     if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) {
-        fail_conn(g, c, MM_PENALTY_PROTOCOL, "frame failed authentication");
+        fail_conn(g, c, 0, "frame failed authentication");
         return;
     }
     switch (h->type) {
@@ -1454,7 +1461,7 @@ static size_t consume(mm_gossip *g, conn *c, const uint8_t *p, size_t avail, uin
             if (left < MM_FRAME_HEADER) break;
             mm_frame_hdr h;
             if (mm_frame_parse_header(q, &h) != 0) {
-                fail_conn(g, c, MM_PENALTY_PROTOCOL, "malformed frame header");
+                fail_conn(g, c, 0, "malformed frame header");
                 break;
             }
             if (left < MM_FRAME_HEADER + h.len) break;
@@ -1492,7 +1499,7 @@ static void recompute_deadline(mm_gossip *g)
     for (uint32_t i = 0; i < g->nconns; i++) {
         const conn *c = &g->conns[i];
         if (c->state == CONN_FREE || c->closing) continue;
-        if (c->state != CONN_OPEN)
+        if (c->state != CONN_OPEN || !c->hello_ok)
             AT(c->opened + MM_HS_DEADLINE);
         else {
             AT((c->last_rx > c->last_tx ? c->last_rx : c->last_tx) + MM_KEEPALIVE);
@@ -1508,7 +1515,7 @@ static void recompute_deadline(mm_gossip *g)
     for (int i = 0; i < MM_VIEW_SIZE; i++)
         if (g->peers[i].used && g->peers[i].state == PEER_SUSPECT) AT(g->peers[i].next_probe);
     if (g->sync_active) AT(g->sync_started + MM_SYNC_TIMEOUT);
-    if (g->sync_wanted) AT(g->sync_wanted_since + MM_SYNC_GATHER);
+    if (g->sync_wanted && !g->sync_gathered) AT(g->sync_wanted_since + MM_SYNC_GATHER);
 #undef AT
     g->deadline = d;
 }
@@ -1533,7 +1540,7 @@ static void do_timers(mm_gossip *g, uint64_t now)
     for (uint32_t i = 0; i < g->nconns; i++) {
         conn *c = &g->conns[i];
         if (c->state == CONN_FREE || c->closing) continue;
-        if (c->state != CONN_OPEN) {
+        if (c->state != CONN_OPEN || !c->hello_ok) { /* handshake and HELLO, both within the deadline */
             if (now >= c->opened + MM_HS_DEADLINE) fail_conn(g, c, 0, "handshake timed out");
             continue;
         }
@@ -1559,7 +1566,7 @@ static void do_timers(mm_gossip *g, uint64_t now)
             abort_exchange(g, x, true, "deadline passed", now);
         } else if (now >= x->window_start + MM_EXCH_PROGRESS_WINDOW) {
             bool waiting = x->expect_recv && !x->recv_end && x->acked;
-            if (waiting && x->window_bytes < MM_EXCH_PROGRESS_MIN && x->recv_bytes > 0) {
+            if (waiting && x->window_bytes < MM_EXCH_PROGRESS_MIN) {
                 abort_exchange(g, x, true, "peer sends too slowly", now);
                 continue;
             }
@@ -1720,7 +1727,10 @@ int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now)
 int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
 {
     begin(g);
-    if (!g->sync_wanted && !g->sync_active) g->sync_wanted_since = now;
+    if (!g->sync_wanted && !g->sync_active) {
+        g->sync_wanted_since = now;
+        g->sync_gathered = false;
+    }
     g->sync_wanted = true;
     start_sync(g, now);
     end(g, now);

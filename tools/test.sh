@@ -11,4 +11,5 @@ if [ -n "${MM_SANITIZE:-}" ]; then
     cmake --build "$build" -j"$(nproc)"
 fi
 cd "$build"
-ctest --output-on-failure -j"$(nproc)" --timeout 900
+# shellcheck disable=SC2086
+ctest --output-on-failure -j"$(nproc)" --timeout 900 ${MM_CTEST_ARGS:-}

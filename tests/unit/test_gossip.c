@@ -365,6 +365,22 @@ static void test_state_sync_median(void **state)
     assert_int_equal(net.allocs, net.frees);
 }
 
+/* A newcomer that wants to sync but reaches nobody waits quietly: its
+ * deadline never stays in the past (h_free_net checks). */
+static void test_sync_without_peers(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c = h_config(0, netkey, 64, 0xab);
+    h_add_node(&net, &c, 5);
+    mm_gossip_bootstrap(net.nodes[0].g, "127.0.0.1:1", net.now); /* nobody there */
+    mm_gossip_request_sync(net.nodes[0].g, net.now);
+    h_run(&net, MM_SEC(30));
+    assert_int_equal(net.nodes[0].syncs, 0);
+    h_free_net(&net);
+}
+
 /* Membership: 6 nodes join through node 0; shuffles spread the records. */
 static void test_membership_and_leave(void **state)
 {
@@ -438,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_one_byte_reads),
         cmocka_unit_test(test_allocation_failure_sweep),
         cmocka_unit_test(test_state_sync_median),
+        cmocka_unit_test(test_sync_without_peers),
         cmocka_unit_test(test_membership_and_leave),
         cmocka_unit_test(test_crash_detected),
     };
