@@ -78,6 +78,7 @@ int mm_cmd_demo(int argc, char **argv)
     uint64_t seed = 0;
     float lr = 0;
     int batch = 0;
+    float momentum = -1.0f;
     const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32";
     bool json = false, no_clip = false;
     static const char *const model_choices[] = {"mlp", "cnn", NULL}, *const part_choices[] = {"iid", "label", NULL},
@@ -94,6 +95,7 @@ int mm_cmd_demo(int argc, char **argv)
         {"seed", MM_OPT_U64, &seed, "S", "seed (default 0)", 0, 9.2e18, NULL},
         {"lr", MM_OPT_FLOAT, &lr, "X", "peak learning rate (default: train's)", 1e-9, 100, NULL},
         {"batch", MM_OPT_INT, &batch, "B", "batch size of every node (default: train's)", 1, 65536, NULL},
+        {"momentum", MM_OPT_FLOAT, &momentum, "M", "SGD momentum of every node (default: train's)", 0, 0.9999, NULL},
         {"dir", MM_OPT_STRING, &dir, "DIR", "where nodes keep checkpoints, logs, metrics (default: a new temp dir)", 0, 0, NULL},
         {"json", MM_OPT_FLAG, &json, NULL, "print one JSON line per node and a summary line", 0, 0, NULL},
         {"no-clip", MM_OPT_FLAG, &no_clip, NULL, "nodes accept peers' vectors unclipped", 0, 0, NULL},
@@ -173,6 +175,9 @@ int mm_cmd_demo(int argc, char **argv)
         char batch_s[16];
         snprintf(batch_s, sizeof batch_s, "%d", batch);
         if (batch > 0) args[k++] = "--batch", args[k++] = batch_s;
+        char mom_s[32];
+        snprintf(mom_s, sizeof mom_s, "%g", (double)momentum);
+        if (momentum >= 0) args[k++] = "--momentum", args[k++] = mom_s;
         if (no_clip) args[k++] = "--no-clip";
         if (i > 0) args[k++] = "--bootstrap", args[k++] = bootstrap;
         args[k] = NULL;
