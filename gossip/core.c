@@ -135,6 +135,7 @@ struct mm_gossip {
 
     /* state sync */
     bool sync_wanted, sync_active, sync_gathered; /* gathered: the wait for sources is over */
+    bool sync_expired; /* MM_SYNC_TIMEOUT passed: wait only for the sources' own deadlines */
     uint64_t sync_started, sync_wanted_since;
 
     uint64_t next_exchange, next_shuffle, deadline;
@@ -862,6 +863,7 @@ static void finish_sync(mm_gossip *g, uint64_t now)
             pending++;
     }
     bool timed_out = now >= g->sync_started + MM_SYNC_TIMEOUT;
+    if (timed_out) g->sync_expired = true;
     if (nd == 0 && pending == 0) { /* every source failed: try again with the next session */
         g->sync_active = false;
         g->sync_wanted = true;
@@ -932,6 +934,7 @@ static void start_sync(mm_gossip *g, uint64_t now)
     if (started) {
         g->sync_wanted = false;
         g->sync_active = true;
+        g->sync_expired = false;
         g->sync_started = now;
     }
 }
@@ -1494,16 +1497,18 @@ static void recompute_deadline(mm_gossip *g)
         uint64_t t_ = (t);     \
         if (t_ < d) d = t_;    \
     } while (0)
-    if (g->cfg.exchange_period) AT(g->next_exchange);
-    AT(g->next_shuffle);
+    if (!g->leaving) { /* a leaving node starts nothing new (do_timers) */
+        if (g->cfg.exchange_period) AT(g->next_exchange);
+        AT(g->next_shuffle);
+    }
     for (uint32_t i = 0; i < g->nconns; i++) {
         const conn *c = &g->conns[i];
         if (c->state == CONN_FREE || c->closing) continue;
         if (c->state != CONN_OPEN || !c->hello_ok)
             AT(c->opened + MM_HS_DEADLINE);
-        else {
+        else { /* the same conditions as do_timers */
             AT((c->last_rx > c->last_tx ? c->last_rx : c->last_tx) + MM_KEEPALIVE);
-            AT(c->last_useful + MM_IDLE_CLOSE);
+            if (!c->xid) AT(c->last_useful + MM_IDLE_CLOSE);
             AT(c->last_rx + MM_DEAD_AFTER);
         }
     }
@@ -1514,7 +1519,7 @@ static void recompute_deadline(mm_gossip *g)
         }
     for (int i = 0; i < MM_VIEW_SIZE; i++)
         if (g->peers[i].used && g->peers[i].state == PEER_SUSPECT) AT(g->peers[i].next_probe);
-    if (g->sync_active) AT(g->sync_started + MM_SYNC_TIMEOUT);
+    if (g->sync_active && !g->sync_expired) AT(g->sync_started + MM_SYNC_TIMEOUT);
     if (g->sync_wanted && !g->sync_gathered) AT(g->sync_wanted_since + MM_SYNC_GATHER);
 #undef AT
     g->deadline = d;

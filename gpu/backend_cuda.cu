@@ -1,0 +1,690 @@
+/* The CUDA backend (backend_cuda.h): cuBLAS for matrix products, one small
+ * kernel per remaining operation, everything queued on one stream.
+ *
+ * The CPU backend (tensor/backend_cpu.c) is the reference. Elementwise kernels
+ * evaluate the same expressions in the same order, and this file is compiled
+ * without FMA contraction (--fmad=false, as the CPU side compiles C11 without
+ * it), so fill, bias_act, relu_bwd, im2col, col2im, maxpool, the optimizer
+ * steps and merge round exactly as on the CPU. GEMMs and reductions sum in a
+ * different order and agree to rounding.
+ *
+ * Kernels use grid-stride loops over a grid of at most kMaxBlocks blocks of
+ * kThreads threads. Reductions are deterministic: fixed grids write partial
+ * sums to a scratch buffer, and a one-block kernel adds them in order. */
+#include "backend_cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+constexpr int kThreads = 256;              /* per block, every kernel; a multiple of 32 (block_sum) */
+constexpr size_t kMaxBlocks = 4096;        /* grid-stride loops cover larger ranges */
+constexpr size_t kReduceBlocks = 1024;     /* partial sums of sumsq and softmax_xent */
+constexpr int kColSumParts = 256;          /* row slices of col_sum */
+constexpr int kStages = 4;                 /* pinned buffers that to_device copies through */
+constexpr size_t kStageMax = 64u << 20;    /* larger uploads skip staging and wait instead */
+constexpr size_t kScratchInit = 1u << 20;  /* partial sums; grown on demand */
+
+/* ---- state and errors ---- */
+
+struct stage_slot {
+    void *buf; /* pinned host memory */
+    size_t cap;
+    cudaEvent_t done; /* recorded after the copy out of buf */
+};
+
+struct cuda_state {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *scratch; /* device, partial sums */
+    size_t scratch_cap;
+    double *result; /* pinned host: sumsq's answer */
+    stage_slot stage[kStages];
+    int next_stage;
+    bool ready;  /* init finished: errors from here on are printed */
+    bool failed; /* sticky: the first error is in msg */
+    char msg[256];
+};
+
+cuda_state *state_of(const mm_backend *be) { return static_cast<cuda_state *>(be->impl); }
+
+__attribute__((format(printf, 2, 3))) void fail(cuda_state *s, const char *fmt, ...)
+{
+    if (s->failed) return;
+    s->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+    va_end(ap);
+    if (s->ready) fprintf(stderr, "murmur: CUDA backend: %s (later operations are skipped)\n", s->msg);
+}
+
+bool check(cuda_state *s, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return true;
+    fail(s, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+    return false;
+}
+
+bool check(cuda_state *s, cublasStatus_t e, const char *what)
+{
+    if (e == CUBLAS_STATUS_SUCCESS) return true;
+    fail(s, "%s: %s (%s)", what, cublasGetStatusName(e), cublasGetStatusString(e));
+    return false;
+}
+
+#define OK(s, call) check((s), (call), #call)
+
+/* The state, ready for an operation: NULL after an error. The current device
+ * is per host thread, and a node may drive the backend from a thread other
+ * than the one that opened it, so every operation selects it. */
+cuda_state *enter(mm_backend *be)
+{
+    cuda_state *s = state_of(be);
+    if (s->failed) return nullptr;
+    return OK(s, cudaSetDevice(s->device)) ? s : nullptr;
+}
+
+size_t blocks_for(size_t n, size_t max_blocks)
+{
+    const size_t b = (n + kThreads - 1) / kThreads;
+    return b < max_blocks ? b : max_blocks;
+}
+
+/* Queue kernel over a range of n elements (nothing when n is 0). */
+template <typename... P, typename... A>
+void launch(cuda_state *s, const char *name, void (*kernel)(P...), size_t n, A... args)
+{
+    if (n == 0) return;
+    kernel<<<(unsigned)blocks_for(n, kMaxBlocks), kThreads, 0, s->stream>>>(args...);
+    check(s, cudaGetLastError(), name);
+}
+
+/* The scratch buffer, at least count T's; NULL on failure. */
+template <typename T> T *scratch(cuda_state *s, size_t count)
+{
+    const size_t bytes = count * sizeof(T);
+    if (bytes > s->scratch_cap) {
+        if (s->scratch) { /* queued kernels may still read the old one */
+            if (!OK(s, cudaStreamSynchronize(s->stream)) || !OK(s, cudaFree(s->scratch))) return nullptr;
+            s->scratch = nullptr;
+            s->scratch_cap = 0;
+        }
+        const size_t cap = bytes > kScratchInit ? bytes : kScratchInit;
+        if (!OK(s, cudaMalloc(&s->scratch, cap))) return nullptr;
+        s->scratch_cap = cap;
+    }
+    return static_cast<T *>(s->scratch);
+}
+
+/* ---- kernels ---- */
+
+#define FOR_EACH(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+/* Sum of v over the block, in thread 0 (blockDim.x a multiple of 32; every
+ * thread of the block must call it). */
+__device__ double block_sum(double v)
+{
+    __shared__ double warp_sums[32];
+    const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    __syncthreads(); /* a previous call may still be reading warp_sums */
+    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < blockDim.x / 32 ? warp_sums[lane] : 0.0;
+        for (int off = 16; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
+    }
+    return v;
+}
+
+__global__ void fill_kernel(float *x, size_t n, float v)
+{
+    FOR_EACH(i, n) x[i] = v;
+}
+
+__global__ void bias_act_kernel(float *y, const float *bias, size_t n, int cols, bool relu)
+{
+    FOR_EACH(i, n)
+    {
+        const float v = y[i] + bias[i % cols];
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
+__global__ void relu_bwd_kernel(float *dy, const float *y, size_t n)
+{
+    FOR_EACH(i, n) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* col_sum, pass 1: block (x, y) sums columns [32x, 32x + 32) over the rows
+ * r = y * 8 + ty (mod 8 * gridDim.y) into part[y, cols]. */
+constexpr int kColSumX = 32, kColSumY = 8;
+__global__ void col_sum_partial(float *part, const float *dy, int rows, int cols)
+{
+    __shared__ float acc[kColSumY][kColSumX];
+    const int c = blockIdx.x * kColSumX + threadIdx.x;
+    float sum = 0.0f;
+    if (c < cols)
+        for (int r = blockIdx.y * kColSumY + threadIdx.y; r < rows; r += kColSumY * gridDim.y)
+            sum += dy[(size_t)r * cols + c];
+    acc[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float t = 0.0f;
+        for (int j = 0; j < kColSumY; j++) t += acc[j][threadIdx.x];
+        part[(size_t)blockIdx.y * cols + c] = t;
+    }
+}
+
+/* col_sum, pass 2: db[c] = sum over the parts, in order. */
+__global__ void col_sum_final(float *db, const float *part, int parts, int cols)
+{
+    FOR_EACH(c, (size_t)cols)
+    {
+        float t = 0.0f;
+        for (int p = 0; p < parts; p++) t += part[(size_t)p * cols + c];
+        db[c] = t;
+    }
+}
+
+/* Element i of im2col's output: row = output pixel (n, oy, ox), column = (ky, kx, ci). */
+__host__ __device__ inline float im2col_at(const float *x, const mm_conv_geom &g, size_t i)
+{
+    const int kc = g.k * g.c;
+    const size_t rowlen = (size_t)g.k * kc, row = i / rowlen;
+    const int col = (int)(i - row * rowlen);
+    const int ky = col / kc, kx = col % kc / g.c, ci = col % g.c;
+    const int ox = (int)(row % g.ow), oy = (int)(row / g.ow % g.oh);
+    const size_t n = row / g.ow / g.oh;
+    const int iy = oy + ky - g.pad, ix = ox + kx - g.pad;
+    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return 0.0f;
+    return x[((n * g.h + iy) * g.w + ix) * g.c + ci];
+}
+
+/* Element i = (n, iy, ix, ci) of col2im's output: the patches that read it,
+ * added in the CPU backend's order (oy, then ox, ascending). */
+__host__ __device__ inline float col2im_at(const float *dcols, const mm_conv_geom &g, size_t i)
+{
+    const int ci = (int)(i % g.c), ix = (int)(i / g.c % g.w), iy = (int)(i / g.c / g.w % g.h);
+    const size_t n = i / g.c / g.w / g.h;
+    float sum = 0.0f;
+    for (int ky = g.k - 1; ky >= 0; ky--) {
+        const int oy = iy + g.pad - ky;
+        if (oy < 0 || oy >= g.oh) continue;
+        for (int kx = g.k - 1; kx >= 0; kx--) {
+            const int ox = ix + g.pad - kx;
+            if (ox < 0 || ox >= g.ow) continue;
+            const size_t row = (n * g.oh + oy) * g.ow + ox;
+            sum += dcols[(row * g.k * g.k + (size_t)ky * g.k + kx) * g.c + ci];
+        }
+    }
+    return sum;
+}
+
+__global__ void im2col_kernel(float *cols, const float *x, mm_conv_geom g, size_t n)
+{
+    FOR_EACH(i, n) cols[i] = im2col_at(x, g, i);
+}
+
+__global__ void col2im_kernel(float *dx, const float *dcols, mm_conv_geom g, size_t n)
+{
+    FOR_EACH(i, n) dx[i] = col2im_at(dcols, g, i);
+}
+
+/* The index into x of output o's maximum: its 2x2 window in the order
+ * (0,0), (0,1), (1,0), (1,1), the first of equal values winning. */
+__host__ __device__ inline size_t maxpool_arg(const float *x, size_t o, int h, int w, int c)
+{
+    const int oh = h / 2, ow = w / 2;
+    const int ch = (int)(o % c), ox = (int)(o / c % ow), oy = (int)(o / c / ow % oh);
+    const size_t img = o / c / ow / oh;
+    const size_t q0 = ((img * h + 2 * oy) * w + 2 * ox) * c + ch;
+    const size_t q[4] = {q0, q0 + c, q0 + (size_t)w * c, q0 + (size_t)w * c + c};
+    size_t best = q[0];
+    for (int j = 1; j < 4; j++)
+        if (x[q[j]] > x[best]) best = q[j];
+    return best;
+}
+
+__global__ void maxpool_fwd_kernel(float *y, uint32_t *arg, const float *x, int h, int w, int c, size_t n)
+{
+    FOR_EACH(o, n)
+    {
+        const size_t best = maxpool_arg(x, o, h, w, c);
+        y[o] = x[best];
+        arg[o] = (uint32_t)best;
+    }
+}
+
+__global__ void maxpool_bwd_kernel(float *dx, const float *dy, const uint32_t *arg, size_t ny, size_t nx)
+{
+    FOR_EACH(i, ny)
+    {
+        if (arg[i] < nx) dx[arg[i]] = dy[i];
+    }
+}
+
+/* Row r of softmax_xent: its gradient row (if dlogits), its loss into *loss
+ * and 1 into *correct if its argmax (first of equals) is the label. A label
+ * outside [0, cols) gives a NaN loss. */
+__host__ __device__ inline void softmax_xent_row(float *dlogits, const float *logits, const int32_t *labels, int r,
+                                                 int rows, int cols, double *loss, double *correct)
+{
+    const float *z = logits + (size_t)r * cols;
+    int best = 0;
+    for (int c = 1; c < cols; c++)
+        if (z[c] > z[best]) best = c;
+    const float mx = z[best];
+    double sum = 0.0;
+    for (int c = 0; c < cols; c++) sum += exp((double)(z[c] - mx));
+    const int y = labels[r];
+    const bool valid = y >= 0 && y < cols;
+    *loss = valid ? log(sum) - (double)(z[y] - mx) : (double)NAN;
+    *correct = best == y ? 1.0 : 0.0;
+    if (dlogits) {
+        const float inv = 1.0f / (float)rows;
+        float *d = dlogits + (size_t)r * cols;
+        for (int c = 0; c < cols; c++) d[c] = ((float)(exp((double)(z[c] - mx)) / sum) - (c == y ? 1.0f : 0.0f)) * inv;
+    }
+}
+
+/* softmax_xent, pass 1: part[b] = loss and part[gridDim.x + b] = correct
+ * count of the rows block b visits. */
+__global__ void softmax_xent_kernel(float *dlogits, double *part, const float *logits, const int32_t *labels, int rows,
+                                    int cols)
+{
+    double loss = 0.0, correct = 0.0;
+    FOR_EACH(r, (size_t)rows)
+    {
+        double l, k;
+        softmax_xent_row(dlogits, logits, labels, (int)r, rows, cols, &l, &k);
+        loss += l;
+        correct += k;
+    }
+    loss = block_sum(loss);
+    correct = block_sum(correct);
+    if (threadIdx.x == 0) {
+        part[blockIdx.x] = loss;
+        part[gridDim.x + blockIdx.x] = correct;
+    }
+}
+
+/* softmax_xent, pass 2 (one block): stats += the totals, as the CPU backend adds them. */
+__global__ void softmax_xent_finish(float *stats, const double *part, int parts)
+{
+    double loss = 0.0, correct = 0.0;
+    for (int i = threadIdx.x; i < parts; i += blockDim.x) {
+        loss += part[i];
+        correct += part[parts + i];
+    }
+    loss = block_sum(loss);
+    correct = block_sum(correct);
+    if (threadIdx.x == 0) {
+        stats[0] += (float)loss;
+        stats[1] += (float)correct;
+    }
+}
+
+__global__ void sumsq_kernel(double *part, const float *x, size_t n)
+{
+    double acc = 0.0;
+    FOR_EACH(i, n) acc += (double)x[i] * (double)x[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) part[blockIdx.x] = acc;
+}
+
+/* One block: *out = sum of part[0, parts). */
+__global__ void sum_parts_kernel(double *out, const double *part, int parts)
+{
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < parts; i += blockDim.x) acc += part[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) *out = acc;
+}
+
+__host__ __device__ inline void sgd_at(float *p, const float *g, float *v, size_t i, const mm_opt_step &s)
+{
+    const float lr = s.lr, mu = s.momentum, wd = s.weight_decay, gs = s.grad_scale;
+    if (s.nesterov) {
+        const float gi = gs * g[i] + wd * p[i], vi = mu * v[i] + gi;
+        v[i] = vi;
+        p[i] -= lr * (gi + mu * vi);
+    } else {
+        const float vi = mu * v[i] + gs * g[i] + wd * p[i];
+        v[i] = vi;
+        p[i] -= lr * vi;
+    }
+}
+
+__host__ __device__ inline void adamw_at(float *p, const float *g, float *m, float *v, size_t i, const mm_opt_step &s)
+{
+    const float b1 = s.beta1, b2 = s.beta2, decay = 1.0f - s.lr * s.weight_decay, gs = s.grad_scale;
+    const float step = s.lr / s.bias1, inv_sqrt_b2 = 1.0f / sqrtf(s.bias2);
+    const float gi = gs * g[i];
+    const float mi = b1 * m[i] + (1.0f - b1) * gi;
+    const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_b2 + s.eps);
+}
+
+__global__ void sgd_kernel(float *p, const float *g, float *v, size_t n, mm_opt_step s)
+{
+    FOR_EACH(i, n) sgd_at(p, g, v, i, s);
+}
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, mm_opt_step s)
+{
+    FOR_EACH(i, n) adamw_at(p, g, m, v, i, s);
+}
+
+__global__ void merge_kernel(float *x, const float *a, const float *b, float w, size_t n)
+{
+    FOR_EACH(i, n) x[i] += w * (a[i] - b[i]);
+}
+
+/* ---- operations ---- */
+
+void cu_destroy(mm_backend *be)
+{
+    cuda_state *s = state_of(be);
+    if (!s) return;
+    (void)cudaSetDevice(s->device);
+    if (s->stream) (void)cudaStreamSynchronize(s->stream);
+    for (stage_slot &slot : s->stage) {
+        if (slot.buf) (void)cudaFreeHost(slot.buf);
+        if (slot.done) (void)cudaEventDestroy(slot.done);
+    }
+    if (s->result) (void)cudaFreeHost(s->result);
+    if (s->scratch) (void)cudaFree(s->scratch);
+    if (s->blas) (void)cublasDestroy(s->blas);
+    if (s->stream) (void)cudaStreamDestroy(s->stream);
+    free(s);
+    be->impl = nullptr;
+}
+
+void *cu_alloc(mm_backend *be, size_t bytes)
+{
+    cuda_state *s = enter(be);
+    if (!s) return nullptr;
+    const size_t rounded = bytes ? (bytes + 63) / 64 * 64 : 64;
+    void *p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, rounded); /* 256-byte aligned */
+    if (e == cudaErrorMemoryAllocation) {           /* not sticky: the caller sees NULL */
+        (void)cudaGetLastError();
+        return nullptr;
+    }
+    if (!check(s, e, "cudaMalloc")) return nullptr;
+    if (!OK(s, cudaMemsetAsync(p, 0, rounded, s->stream))) {
+        (void)cudaFree(p);
+        return nullptr;
+    }
+    return p;
+}
+
+void cu_release(mm_backend *be, void *p)
+{
+    if (!p) return;
+    cuda_state *s = enter(be);
+    if (!s) { /* after an error: free what can be freed, quietly */
+        (void)cudaFree(p);
+        return;
+    }
+    /* Queued operations may still use p. */
+    if (OK(s, cudaStreamSynchronize(s->stream))) OK(s, cudaFree(p));
+}
+
+/* Through a pinned staging buffer, so the copy is asynchronous and src is free
+ * for reuse on return, as with the CPU backend's memmove. A slot is reused once
+ * its previous copy is done: the host runs at most kStages uploads ahead. */
+void cu_to_device(mm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    cuda_state *s = enter(be);
+    if (!s || bytes == 0) return;
+    if (bytes > kStageMax) {
+        if (OK(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s->stream)))
+            OK(s, cudaStreamSynchronize(s->stream));
+        return;
+    }
+    stage_slot &slot = s->stage[s->next_stage];
+    s->next_stage = (s->next_stage + 1) % kStages;
+    if (!OK(s, cudaEventSynchronize(slot.done))) return;
+    if (slot.cap < bytes) {
+        if (slot.buf && !OK(s, cudaFreeHost(slot.buf))) return;
+        slot.buf = nullptr;
+        slot.cap = 0;
+        size_t cap = 64u << 10;
+        while (cap < bytes) cap *= 2;
+        if (!OK(s, cudaMallocHost(&slot.buf, cap))) return;
+        slot.cap = cap;
+    }
+    memcpy(slot.buf, src, bytes);
+    if (OK(s, cudaMemcpyAsync(dst, slot.buf, bytes, cudaMemcpyHostToDevice, s->stream)))
+        OK(s, cudaEventRecord(slot.done, s->stream));
+}
+
+void cu_to_host(mm_backend *be, void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0) return;
+    cuda_state *s = enter(be);
+    if (!s || !OK(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream)) ||
+        !OK(s, cudaStreamSynchronize(s->stream)))
+        memset(dst, 0, bytes);
+}
+
+void cu_fill(mm_backend *be, float *x, size_t n, float v)
+{
+    if (cuda_state *s = enter(be)) launch(s, "fill", fill_kernel, n, x, n, v);
+}
+
+void cu_sync(mm_backend *be)
+{
+    if (cuda_state *s = enter(be)) OK(s, cudaStreamSynchronize(s->stream));
+}
+
+/* Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: the same
+ * buffers, b first, m and n swapped. */
+void cu_gemm(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
+             const float *b, int ldb, float beta, float *c, int ldc)
+{
+    cuda_state *s = enter(be);
+    if (!s || m == 0 || n == 0) return;
+    OK(s, cublasSgemm(s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
+                      ldb, a, lda, &beta, c, ldc));
+}
+
+void cu_bias_act(mm_backend *be, float *y, const float *bias, int rows, int cols, bool relu)
+{
+    const size_t n = (size_t)rows * cols;
+    if (cuda_state *s = enter(be)) launch(s, "bias_act", bias_act_kernel, n, y, bias, n, cols, relu);
+}
+
+void cu_relu_bwd(mm_backend *be, float *dy, const float *y, size_t n)
+{
+    if (cuda_state *s = enter(be)) launch(s, "relu_bwd", relu_bwd_kernel, n, dy, y, n);
+}
+
+void cu_col_sum(mm_backend *be, float *db, const float *dy, int rows, int cols)
+{
+    cuda_state *s = enter(be);
+    if (!s || cols <= 0) return;
+    /* Slices of at least 64 rows (8 per thread), at most kColSumParts of them. */
+    const int parts = rows / 64 < 1 ? 1 : (rows / 64 > kColSumParts ? kColSumParts : rows / 64);
+    float *part = scratch<float>(s, (size_t)parts * cols);
+    if (!part) return;
+    const dim3 grid((unsigned)((cols + kColSumX - 1) / kColSumX), (unsigned)parts), block(kColSumX, kColSumY);
+    col_sum_partial<<<grid, block, 0, s->stream>>>(part, dy, rows, cols);
+    if (check(s, cudaGetLastError(), "col_sum_partial")) launch(s, "col_sum_final", col_sum_final, cols, db, part, parts, cols);
+}
+
+void cu_im2col(mm_backend *be, float *cols, const float *x, const mm_conv_geom *g)
+{
+    const size_t n = (size_t)g->n * g->oh * g->ow * g->k * g->k * g->c;
+    if (cuda_state *s = enter(be)) launch(s, "im2col", im2col_kernel, n, cols, x, *g, n);
+}
+
+void cu_col2im(mm_backend *be, float *dx, const float *dcols, const mm_conv_geom *g)
+{
+    const size_t n = (size_t)g->n * g->h * g->w * g->c;
+    if (cuda_state *s = enter(be)) launch(s, "col2im", col2im_kernel, n, dx, dcols, *g, n);
+}
+
+void cu_maxpool_fwd(mm_backend *be, float *y, uint32_t *arg, const float *x, int n, int h, int w, int c)
+{
+    const size_t ny = (size_t)n * (h / 2) * (w / 2) * c;
+    if (cuda_state *s = enter(be)) launch(s, "maxpool_fwd", maxpool_fwd_kernel, ny, y, arg, x, h, w, c, ny);
+}
+
+void cu_maxpool_bwd(mm_backend *be, float *dx, const float *dy, const uint32_t *arg, size_t ny, size_t nx)
+{
+    cuda_state *s = enter(be);
+    if (!s || nx == 0) return;
+    if (OK(s, cudaMemsetAsync(dx, 0, nx * sizeof *dx, s->stream)))
+        launch(s, "maxpool_bwd", maxpool_bwd_kernel, ny, dx, dy, arg, ny, nx);
+}
+
+/* Accumulates into the device's stats without waiting for the result. */
+void cu_softmax_xent(mm_backend *be, float *dlogits, float *stats, const float *logits, const int32_t *labels,
+                     int rows, int cols)
+{
+    cuda_state *s = enter(be);
+    if (!s || rows <= 0) return;
+    const size_t blocks = blocks_for((size_t)rows, kReduceBlocks);
+    double *part = scratch<double>(s, 2 * blocks);
+    if (!part) return;
+    softmax_xent_kernel<<<(unsigned)blocks, kThreads, 0, s->stream>>>(dlogits, part, logits, labels, rows, cols);
+    if (!check(s, cudaGetLastError(), "softmax_xent")) return;
+    softmax_xent_finish<<<1, kThreads, 0, s->stream>>>(stats, part, (int)blocks);
+    check(s, cudaGetLastError(), "softmax_xent_finish");
+}
+
+/* Waits for the answer (NaN after an error). */
+double cu_sumsq(mm_backend *be, const float *x, size_t n)
+{
+    cuda_state *s = enter(be);
+    if (!s) return NAN;
+    if (n == 0) return 0.0;
+    const size_t blocks = blocks_for(n, kReduceBlocks);
+    double *part = scratch<double>(s, blocks + 1);
+    if (!part) return NAN;
+    double *total = part + blocks;
+    sumsq_kernel<<<(unsigned)blocks, kThreads, 0, s->stream>>>(part, x, n);
+    if (!check(s, cudaGetLastError(), "sumsq")) return NAN;
+    sum_parts_kernel<<<1, kThreads, 0, s->stream>>>(total, part, (int)blocks);
+    if (!check(s, cudaGetLastError(), "sumsq_total") ||
+        !OK(s, cudaMemcpyAsync(s->result, total, sizeof *total, cudaMemcpyDeviceToHost, s->stream)) ||
+        !OK(s, cudaStreamSynchronize(s->stream)))
+        return NAN;
+    return *s->result;
+}
+
+void cu_sgd_step(mm_backend *be, float *p, const float *g, float *v, size_t n, const mm_opt_step *st)
+{
+    if (cuda_state *s = enter(be)) launch(s, "sgd_step", sgd_kernel, n, p, g, v, n, *st);
+}
+
+void cu_adamw_step(mm_backend *be, float *p, const float *g, float *m, float *v, size_t n, const mm_opt_step *st)
+{
+    if (cuda_state *s = enter(be)) launch(s, "adamw_step", adamw_kernel, n, p, g, m, v, n, *st);
+}
+
+void cu_merge(mm_backend *be, float *x, const float *a, const float *b, float w, size_t n)
+{
+    if (cuda_state *s = enter(be)) launch(s, "merge", merge_kernel, n, x, a, b, w, n);
+}
+
+/* C++17 has no designated initializers: the table is filled in by name here. */
+mm_backend_ops make_ops()
+{
+    mm_backend_ops o = {};
+    o.name = "cuda";
+    o.host_visible = false;
+    o.destroy = cu_destroy;
+    o.alloc = cu_alloc;
+    o.release = cu_release;
+    o.to_device = cu_to_device;
+    o.to_host = cu_to_host;
+    o.fill = cu_fill;
+    o.sync = cu_sync;
+    o.gemm = cu_gemm;
+    o.bias_act = cu_bias_act;
+    o.relu_bwd = cu_relu_bwd;
+    o.col_sum = cu_col_sum;
+    o.im2col = cu_im2col;
+    o.col2im = cu_col2im;
+    o.maxpool_fwd = cu_maxpool_fwd;
+    o.maxpool_bwd = cu_maxpool_bwd;
+    o.softmax_xent = cu_softmax_xent;
+    o.sumsq = cu_sumsq;
+    o.sgd_step = cu_sgd_step;
+    o.adamw_step = cu_adamw_step;
+    o.merge = cu_merge;
+    return o;
+}
+
+const mm_backend_ops cuda_ops = make_ops();
+
+__attribute__((format(printf, 3, 4))) int report(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+} // namespace
+
+extern "C" int mm_backend_cuda_init(mm_backend *be, int device, char *err, size_t errlen)
+{
+    memset(be, 0, sizeof *be);
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return report(err, errlen, "no CUDA device: %s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
+    }
+    if (count <= 0) return report(err, errlen, "no CUDA device: the driver reports none");
+    if (device < 0 || device >= count)
+        return report(err, errlen, "no CUDA device cuda:%d: %d device%s present (cuda:0 to cuda:%d)", device, count,
+                      count == 1 ? "" : "s", count - 1);
+    cuda_state *s = static_cast<cuda_state *>(calloc(1, sizeof *s));
+    if (!s) return report(err, errlen, "out of memory");
+    s->device = device;
+    be->ops = &cuda_ops;
+    be->threads = 1;
+    be->impl = s;
+    /* CUBLAS_DEFAULT_MATH: fp32 GEMMs in fp32, no TF32 tensor cores. */
+    bool ok = OK(s, cudaSetDevice(device)) && OK(s, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) &&
+              OK(s, cublasCreate(&s->blas)) && OK(s, cublasSetStream(s->blas, s->stream)) &&
+              OK(s, cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH)) &&
+              OK(s, cudaMallocHost(&s->result, sizeof *s->result)) && scratch<char>(s, kScratchInit);
+    for (stage_slot &slot : s->stage) ok = ok && OK(s, cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    if (!ok) {
+        report(err, errlen, "CUDA device cuda:%d: %s", device, s->msg);
+        cu_destroy(be);
+        memset(be, 0, sizeof *be);
+        return -1;
+    }
+    s->ready = true;
+    return 0;
+}
+
+extern "C" int mm_backend_cuda_error(const mm_backend *be, char *err, size_t errlen)
+{
+    if (!be || be->ops != &cuda_ops || !state_of(be)->failed) return 0;
+    return report(err, errlen, "%s", state_of(be)->msg);
+}

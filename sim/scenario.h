@@ -1,0 +1,97 @@
+/* Simulation scenarios: what a YAML scenario file describes, checked
+ * (docs/simulator.md lists every key). A file holds one scenario, several
+ * (a YAML stream of documents), or a sweep of one over a key's values; each
+ * becomes one mm_scenario, a "run". Units inside: seconds, bytes/s. */
+#ifndef MM_SIM_SCENARIO_H
+#define MM_SIM_SCENARIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mm_error.h"
+
+#define MM_SIM_MAX_REGIONS 16
+#define MM_SIM_MAX_PARTITIONS 16
+#define MM_SIM_MAX_GROUPS 8
+#define MM_SIM_MAX_SEL 16
+#define MM_SIM_MAX_CRASHES 32
+#define MM_SIM_MAX_NODES 1000000u
+
+/* A set of nodes: the union of up to MM_SIM_MAX_SEL selectors, each a
+ * region or a range of node indices. */
+typedef struct {
+    int32_t region; /* >= 0: every node of this region; else the range */
+    uint32_t lo, hi; /* node indices, inclusive */
+} mm_sim_sel;
+
+typedef struct {
+    uint32_t n;
+    mm_sim_sel s[MM_SIM_MAX_SEL];
+} mm_sim_set;
+
+typedef struct {
+    char name[32];
+    uint32_t nodes, first; /* its nodes are first .. first + nodes - 1 */
+    double up, down;       /* bytes/s */
+    double step;           /* s: parameters are handed over at step boundaries; 0 = at once */
+} mm_sim_region;
+
+typedef struct {
+    double at, heal;
+    uint32_t ngroups;
+    mm_sim_set groups[MM_SIM_MAX_GROUPS];
+} mm_sim_partition;
+
+typedef struct {
+    double at, down; /* down < 0: the nodes stay down */
+    mm_sim_set nodes;
+} mm_sim_crash;
+
+typedef enum { MM_SIM_BOOT_RANDOM = 0, MM_SIM_BOOT_FIRST = 1 } mm_sim_boot;
+
+typedef struct {
+    char name[64];
+    int run; /* index of this run in its file */
+    char sweep_key[32], sweep_value[32]; /* "" unless part of a sweep */
+    uint64_t seed;
+    uint32_t nodes, dim;
+    double duration, period, report_every, start_spread;
+    uint8_t encoding; /* mm_encoding */
+    bool clip;
+    mm_sim_boot bootstrap;
+    uint32_t nregions;
+    mm_sim_region regions[MM_SIM_MAX_REGIONS];
+    double latency[MM_SIM_MAX_REGIONS][MM_SIM_MAX_REGIONS]; /* s, [from][to] */
+    double jitter; /* s */
+    double loss;
+    uint32_t npartitions;
+    mm_sim_partition partitions[MM_SIM_MAX_PARTITIONS];
+    double crash_rate, mean_down; /* per node per s; s */
+    uint32_t ncrashes;
+    mm_sim_crash crashes[MM_SIM_MAX_CRASHES];
+} mm_scenario;
+
+typedef struct {
+    mm_scenario *v;
+    size_t n;
+} mm_scenario_list;
+
+/* The defaults of every key (one region of 16 nodes). */
+void mm_scenario_defaults(mm_scenario *s);
+
+/* Parse YAML text (origin names it in messages). Appends the runs it
+ * describes to out. Returns 0, or MM_ERR_FORMAT / MM_ERR_INVALID with a
+ * message naming the line and the key. */
+int mm_scenario_parse(const char *text, size_t len, const char *origin, mm_scenario_list *out, mm_error *err);
+int mm_scenario_load(const char *path, mm_scenario_list *out, mm_error *err);
+void mm_scenario_list_free(mm_scenario_list *l);
+
+/* Whether node i belongs to set. */
+bool mm_sim_set_has(const mm_scenario *s, const mm_sim_set *set, uint32_t i);
+/* The region of node i. */
+uint32_t mm_scenario_region_of(const mm_scenario *s, uint32_t i);
+
+const char *mm_encoding_name(uint8_t enc);
+
+#endif
