@@ -1,11 +1,13 @@
 #!/bin/bash
 # murmur training throughput against PyTorch (and the OpenBLAS matmul ceiling), side by side in one run.
 #
-# Usage: tools/bench/train_vs_torch.sh [--regime env|unset|both] [--models mlp,cnn] [--batches N]
+# Usage: tools/bench/train_vs_torch.sh [--regime env|unset|haswell|both|all] [--models mlp,cnn] [--batches N]
 #
 #   --regime   env:   the environment as it is (this machine sets OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=512)
 #              unset: every command runs under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`
-#              both:  env, then unset (default)
+#              haswell: every command runs with OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512 (the
+#                     setting the bench machines' environment carries; for machines whose environment lacks it)
+#              both:  env, then unset (default); all: env, unset, haswell
 #   --models   comma-separated subset of mlp,cnn (default both)
 #   --batches  batches per measuring window (default mlp 200, cnn 20; reps stay mlp 5, cnn 3)
 #
@@ -43,9 +45,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$regime" in
-env|unset) regimes=("$regime") ;;
+env|unset|haswell) regimes=("$regime") ;;
 both) regimes=(env unset) ;;
-*) echo "train_vs_torch.sh: --regime must be env, unset or both" >&2; exit 2 ;;
+all) regimes=(env unset haswell) ;;
+*) echo "train_vs_torch.sh: --regime must be env, unset, haswell, both or all" >&2; exit 2 ;;
 esac
 IFS=, read -r -a model_list <<<"$models"
 for m in "${model_list[@]}"; do
@@ -73,6 +76,8 @@ run() {
     local r="$1"; shift
     if [ "$r" = unset ]; then
         env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$@"
+    elif [ "$r" = haswell ]; then
+        OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$@"
     else
         OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 "$@"
     fi
