@@ -1063,6 +1063,14 @@ static bool hs_send(mm_gossip *g, conn *c, const uint8_t *payload, size_t plen)
     return true;
 }
 
+static void set_ephemeral(mm_gossip *g, conn *c)
+{
+    uint8_t e[32];
+    g->env.random(g->env.random_ctx, e, sizeof e);
+    mm_noise_set_ephemeral(c->hs, e);
+    sodium_memzero(e, sizeof e);
+}
+
 static bool hs_begin(mm_gossip *g, conn *c, bool initiator)
 {
     c->hs = g_alloc(g, sizeof *c->hs);
@@ -1073,10 +1081,7 @@ static bool hs_begin(mm_gossip *g, conn *c, bool initiator)
     if (mm_noise_init(c->hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue, g->static_sk,
                       g->cfg.network_key, NULL) != 0)
         return false;
-    uint8_t e[32];
-    g->env.random(g->env.random_ctx, e, sizeof e);
-    mm_noise_set_ephemeral(c->hs, e);
-    sodium_memzero(e, sizeof e);
+    if (initiator) set_ephemeral(g, c); /* a responder draws its own only once msg1 proved the key */
     return true;
 }
 
@@ -1103,6 +1108,7 @@ static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, ui
             return;
         }
         replay_seen(g, msg, now, true);
+        set_ephemeral(g, c);
         make_payload(g, mine);
         if (!hs_send(g, c, mine, sizeof mine)) fail_conn(g, c, 0, "handshake write failed");
         return;
