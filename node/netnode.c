@@ -23,6 +23,7 @@
 
 #define MAX_SNAPS 16
 #define FINISH_WAIT_S 5.0
+#define FINAL_ROUNDS 3 /* exchanges after the last epoch */
 
 typedef enum { ST_JOINING, ST_TRAINING, ST_FINISHING, ST_STOPPING, ST_LEAVING, ST_DONE } node_state;
 
@@ -653,10 +654,20 @@ static void on_tick(uv_timer_t *t)
         }
         break;
     case ST_FINISHING: {
-        uint64_t done = n->st.exchanges_ok + n->st.exchanges_failed;
-        if ((done > n->ex_mark && n->pending_merges == 0) || now - n->state_since > FINISH_WAIT_S ||
-            n->st.view == 0)
+        /* A few last exchanges with random peers, so the node ends at the
+         * network's consensus rather than just after its own last steps. */
+        if (n->ex_mark == UINT64_MAX) { /* a signal: only wait for merges in flight */
+            if (n->pending_merges == 0 || now - n->state_since > FINISH_WAIT_S) stop_trainer(n);
+            break;
+        }
+        uint64_t ok = n->st.exchanges_ok;
+        if ((ok >= n->ex_mark + FINAL_ROUNDS && n->pending_merges == 0) || now - n->state_since > FINISH_WAIT_S ||
+            n->st.view == 0) {
             stop_trainer(n);
+        } else if (n->pending_merges == 0) {
+            mm_gossip_average_now(n->g, now_ns()); /* refused while one is running: fine */
+            flush(n);
+        }
         break;
     }
     case ST_LEAVING:
@@ -757,7 +768,7 @@ static void on_wake(uv_async_t *a)
             if (n->state == ST_TRAINING) {
                 /* One last average so the network ends close together. */
                 mm_gossip_get_stats(n->g, &n->st);
-                n->ex_mark = n->st.exchanges_ok + n->st.exchanges_failed;
+                n->ex_mark = n->st.exchanges_ok;
                 set_state(n, ST_FINISHING);
                 if (mm_gossip_average_now(n->g, now_ns()) != 0) stop_trainer(n);
                 flush(n);
