@@ -381,6 +381,130 @@ static void test_sync_without_peers(void **state)
     h_free_net(&net);
 }
 
+/* Raw bytes straight into a core, as from a hostile peer: returns the
+ * connection id the core gave the "peer" (accepted inbound). */
+static mm_conn_id raw_accept(h_net *net, int node)
+{
+    return mm_gossip_accepted(net->nodes[node].g, "10.9.9.9:4000", net->now);
+}
+
+/* Whether node's core asked to close connection c (and drain the rest). */
+static bool closed_by_core(h_net *net, int node, mm_conn_id c)
+{
+    mm_action a;
+    bool closed = false;
+    while (mm_gossip_next(net->nodes[node].g, &a))
+        if (a.kind == MM_ACT_CLOSE && a.conn == c) closed = true;
+    return closed;
+}
+
+/* H8: dialling our own address ends in a refusal, never a session. */
+static void test_connect_to_self(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c = h_config(0, netkey, 64, 0xab);
+    h_add_node(&net, &c, 3);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_SEC(2));
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "ourselves") >= 1);
+    mm_gossip_stats st;
+    mm_gossip_get_stats(net.nodes[0].g, &st);
+    assert_int_equal(st.view, 0);
+    h_free_net(&net);
+}
+
+/* O3: a first handshake message that is not 48 bytes, or one over the
+ * limit, closes the connection; nothing is sent back. */
+static void test_handshake_lengths(void **state)
+{
+    (void)state;
+    const size_t lens[] = {47, 49, 1025, 0};
+    for (int i = 0; i < 4; i++) {
+        h_net net;
+        net_init(&net, 64);
+        mm_gossip_config c = h_config(0, netkey, 64, 0xab);
+        h_add_node(&net, &c, 3);
+        mm_conn_id id = raw_accept(&net, 0);
+        assert_true(id != 0);
+        uint8_t msg[2 + 1100];
+        memset(msg, 0x41, sizeof msg);
+        msg[0] = (uint8_t)(lens[i] >> 8);
+        msg[1] = (uint8_t)lens[i];
+        mm_gossip_received(net.nodes[0].g, id, msg, 2 + (lens[i] < 1100 ? lens[i] : 1100), net.now);
+        assert_true(closed_by_core(&net, 0, id));
+        h_free_net(&net);
+    }
+}
+
+/* L1: a connection that never completes its handshake is closed at the
+ * deadline, and its slot is freed. */
+static void test_silent_connection_times_out(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c = h_config(0, netkey, 64, 0xab);
+    h_add_node(&net, &c, 3);
+    mm_conn_id id = raw_accept(&net, 0);
+    uint8_t one = 0;
+    mm_gossip_received(net.nodes[0].g, id, &one, 1, net.now); /* 1 byte, then silence */
+    assert_false(closed_by_core(&net, 0, id));
+    net.now += MM_HS_DEADLINE - 1;
+    mm_gossip_tick(net.nodes[0].g, net.now);
+    assert_false(closed_by_core(&net, 0, id));
+    net.now += 2;
+    mm_gossip_tick(net.nodes[0].g, net.now);
+    assert_true(closed_by_core(&net, 0, id));
+    mm_gossip_closed(net.nodes[0].g, id, net.now);
+    mm_gossip_stats st;
+    mm_gossip_get_stats(net.nodes[0].g, &st);
+    assert_int_equal(st.half_open, 0);
+    h_free_net(&net);
+}
+
+/* Y1: a captured msg1 replayed on a new connection is dropped by the cache
+ * before any public-key work, and the responder says nothing. */
+static void test_replayed_msg1(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c0 = h_config(0, netkey, 64, 0xab), c1 = h_config(1, netkey, 64, 0xab);
+    h_add_node(&net, &c0, 1);
+    h_add_node(&net, &c1, 2);
+    /* node 0 dials; capture its msg1 instead of delivering it */
+    mm_gossip_bootstrap(net.nodes[0].g, "10.0.0.1:1", net.now);
+    mm_action a;
+    mm_conn_id out = 0;
+    while (mm_gossip_next(net.nodes[0].g, &a))
+        if (a.kind == MM_ACT_CONNECT) out = a.conn;
+    mm_gossip_connected(net.nodes[0].g, out, net.now);
+    uint8_t msg1[64];
+    size_t len = 0;
+    while (mm_gossip_next(net.nodes[0].g, &a))
+        if (a.kind == MM_ACT_SEND && a.len <= sizeof msg1) memcpy(msg1, a.data, len = a.len);
+    assert_int_equal(len, 2 + MM_HS_MSG1_LEN);
+    /* first delivery: node 1 answers with msg2 */
+    mm_conn_id c1st = raw_accept(&net, 1);
+    mm_gossip_received(net.nodes[1].g, c1st, msg1, len, net.now);
+    bool answered = false;
+    while (mm_gossip_next(net.nodes[1].g, &a)) answered |= a.kind == MM_ACT_SEND && a.conn == c1st;
+    assert_true(answered);
+    /* the replay: refused, silently */
+    mm_conn_id c2nd = raw_accept(&net, 1);
+    mm_gossip_received(net.nodes[1].g, c2nd, msg1, len, net.now + MM_SEC(1));
+    bool sent = false, closed = false;
+    while (mm_gossip_next(net.nodes[1].g, &a)) {
+        sent |= a.kind == MM_ACT_SEND && a.conn == c2nd;
+        closed |= a.kind == MM_ACT_CLOSE && a.conn == c2nd;
+    }
+    assert_false(sent);
+    assert_true(closed);
+    h_free_net(&net);
+}
+
 /* Membership: 6 nodes join through node 0; shuffles spread the records. */
 static void test_membership_and_leave(void **state)
 {
@@ -455,6 +579,10 @@ int main(void)
         cmocka_unit_test(test_allocation_failure_sweep),
         cmocka_unit_test(test_state_sync_median),
         cmocka_unit_test(test_sync_without_peers),
+        cmocka_unit_test(test_connect_to_self),
+        cmocka_unit_test(test_handshake_lengths),
+        cmocka_unit_test(test_silent_connection_times_out),
+        cmocka_unit_test(test_replayed_msg1),
         cmocka_unit_test(test_membership_and_leave),
         cmocka_unit_test(test_crash_detected),
     };
