@@ -5,8 +5,9 @@
  * evaluate the same expressions in the same order, and this file is compiled
  * without FMA contraction (--fmad=false, as the CPU side compiles C11 without
  * it), so fill, bias_act, relu_bwd, im2col, col2im, maxpool, the optimizer
- * steps and merge round exactly as on the CPU. GEMMs and reductions sum in a
- * different order and agree to rounding.
+ * steps and merge should round exactly as on the CPU (test_gpu_parity counts
+ * the elements that do not). GEMMs and reductions sum in a different order
+ * and agree to rounding.
  *
  * Kernels use grid-stride loops over a grid of at most kMaxBlocks blocks of
  * kThreads threads. Reductions are deterministic: fixed grids write partial
@@ -82,7 +83,8 @@ bool check(cuda_state *s, cublasStatus_t e, const char *what)
     return false;
 }
 
-#define OK(s, call) check((s), (call), #call)
+/* OK(s, f, args...): call f(args...), record its failure under f's name. */
+#define OK(s, f, ...) check((s), f(__VA_ARGS__), #f)
 
 /* The state, ready for an operation: NULL after an error. The current device
  * is per host thread, and a node may drive the backend from a thread other
@@ -91,7 +93,7 @@ cuda_state *enter(mm_backend *be)
 {
     cuda_state *s = state_of(be);
     if (s->failed) return nullptr;
-    return OK(s, cudaSetDevice(s->device)) ? s : nullptr;
+    return OK(s, cudaSetDevice, s->device) ? s : nullptr;
 }
 
 size_t blocks_for(size_t n, size_t max_blocks)
@@ -115,12 +117,12 @@ template <typename T> T *scratch(cuda_state *s, size_t count)
     const size_t bytes = count * sizeof(T);
     if (bytes > s->scratch_cap) {
         if (s->scratch) { /* queued kernels may still read the old one */
-            if (!OK(s, cudaStreamSynchronize(s->stream)) || !OK(s, cudaFree(s->scratch))) return nullptr;
+            if (!OK(s, cudaStreamSynchronize, s->stream) || !OK(s, cudaFree, s->scratch)) return nullptr;
             s->scratch = nullptr;
             s->scratch_cap = 0;
         }
         const size_t cap = bytes > kScratchInit ? bytes : kScratchInit;
-        if (!OK(s, cudaMalloc(&s->scratch, cap))) return nullptr;
+        if (!OK(s, cudaMalloc, &s->scratch, cap)) return nullptr;
         s->scratch_cap = cap;
     }
     return static_cast<T *>(s->scratch);
@@ -128,8 +130,15 @@ template <typename T> T *scratch(cuda_state *s, size_t count)
 
 /* ---- kernels ---- */
 
-#define FOR_EACH(i, n) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+/* Kernels that divide their index (bias_act, im2col, col2im, maxpool_fwd)
+ * come in two index widths: I = uint32_t when the range is below kNarrow (the
+ * common case: 64-bit division is several times slower on the GPU), size_t
+ * otherwise. Addresses are always computed in size_t. */
+constexpr size_t kNarrow = size_t(1) << 31;
+
+/* Grid-stride loop of index type I over [0, n). */
+#define FOR_EACH(I, i, n) \
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)gridDim.x * blockDim.x)
 
 /* Sum of v over the block, in thread 0 (blockDim.x a multiple of 32; every
  * thread of the block must call it). */
@@ -150,21 +159,21 @@ __device__ double block_sum(double v)
 
 __global__ void fill_kernel(float *x, size_t n, float v)
 {
-    FOR_EACH(i, n) x[i] = v;
+    FOR_EACH(size_t, i, n) x[i] = v;
 }
 
-__global__ void bias_act_kernel(float *y, const float *bias, size_t n, int cols, bool relu)
+template <typename I> __global__ void bias_act_kernel(float *y, const float *bias, I n, int cols, bool relu)
 {
-    FOR_EACH(i, n)
+    FOR_EACH(I, i, n)
     {
-        const float v = y[i] + bias[i % cols];
+        const float v = y[i] + bias[i % (I)cols];
         y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
     }
 }
 
 __global__ void relu_bwd_kernel(float *dy, const float *y, size_t n)
 {
-    FOR_EACH(i, n) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    FOR_EACH(size_t, i, n) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 /* col_sum, pass 1: block (x, y) sums columns [32x, 32x + 32) over the rows
@@ -190,7 +199,7 @@ __global__ void col_sum_partial(float *part, const float *dy, int rows, int cols
 /* col_sum, pass 2: db[c] = sum over the parts, in order. */
 __global__ void col_sum_final(float *db, const float *part, int parts, int cols)
 {
-    FOR_EACH(c, (size_t)cols)
+    FOR_EACH(size_t, c, (size_t)cols)
     {
         float t = 0.0f;
         for (int p = 0; p < parts; p++) t += part[(size_t)p * cols + c];
@@ -199,14 +208,12 @@ __global__ void col_sum_final(float *db, const float *part, int parts, int cols)
 }
 
 /* Element i of im2col's output: row = output pixel (n, oy, ox), column = (ky, kx, ci). */
-__host__ __device__ inline float im2col_at(const float *x, const mm_conv_geom &g, size_t i)
+template <typename I> __host__ __device__ inline float im2col_at(const float *x, const mm_conv_geom &g, I i)
 {
-    const int kc = g.k * g.c;
-    const size_t rowlen = (size_t)g.k * kc, row = i / rowlen;
-    const int col = (int)(i - row * rowlen);
-    const int ky = col / kc, kx = col % kc / g.c, ci = col % g.c;
-    const int ox = (int)(row % g.ow), oy = (int)(row / g.ow % g.oh);
-    const size_t n = row / g.ow / g.oh;
+    const I kc = (I)(g.k * g.c), rowlen = (I)g.k * kc, row = i / rowlen, col = i - row * rowlen;
+    const int ky = (int)(col / kc), kx = (int)(col % kc / (I)g.c), ci = (int)(col % (I)g.c);
+    const int ox = (int)(row % (I)g.ow), oy = (int)(row / (I)g.ow % (I)g.oh);
+    const size_t n = row / (I)g.ow / (I)g.oh;
     const int iy = oy + ky - g.pad, ix = ox + kx - g.pad;
     if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return 0.0f;
     return x[((n * g.h + iy) * g.w + ix) * g.c + ci];
@@ -214,10 +221,11 @@ __host__ __device__ inline float im2col_at(const float *x, const mm_conv_geom &g
 
 /* Element i = (n, iy, ix, ci) of col2im's output: the patches that read it,
  * added in the CPU backend's order (oy, then ox, ascending). */
-__host__ __device__ inline float col2im_at(const float *dcols, const mm_conv_geom &g, size_t i)
+template <typename I> __host__ __device__ inline float col2im_at(const float *dcols, const mm_conv_geom &g, I i)
 {
-    const int ci = (int)(i % g.c), ix = (int)(i / g.c % g.w), iy = (int)(i / g.c / g.w % g.h);
-    const size_t n = i / g.c / g.w / g.h;
+    const I pixel = i / (I)g.c;
+    const int ci = (int)(i % (I)g.c), ix = (int)(pixel % (I)g.w), iy = (int)(pixel / (I)g.w % (I)g.h);
+    const size_t n = pixel / (I)g.w / (I)g.h;
     float sum = 0.0f;
     for (int ky = g.k - 1; ky >= 0; ky--) {
         const int oy = iy + g.pad - ky;
@@ -232,23 +240,23 @@ __host__ __device__ inline float col2im_at(const float *dcols, const mm_conv_geo
     return sum;
 }
 
-__global__ void im2col_kernel(float *cols, const float *x, mm_conv_geom g, size_t n)
+template <typename I> __global__ void im2col_kernel(float *cols, const float *x, mm_conv_geom g, I n)
 {
-    FOR_EACH(i, n) cols[i] = im2col_at(x, g, i);
+    FOR_EACH(I, i, n) cols[i] = im2col_at(x, g, i);
 }
 
-__global__ void col2im_kernel(float *dx, const float *dcols, mm_conv_geom g, size_t n)
+template <typename I> __global__ void col2im_kernel(float *dx, const float *dcols, mm_conv_geom g, I n)
 {
-    FOR_EACH(i, n) dx[i] = col2im_at(dcols, g, i);
+    FOR_EACH(I, i, n) dx[i] = col2im_at(dcols, g, i);
 }
 
 /* The index into x of output o's maximum: its 2x2 window in the order
  * (0,0), (0,1), (1,0), (1,1), the first of equal values winning. */
-__host__ __device__ inline size_t maxpool_arg(const float *x, size_t o, int h, int w, int c)
+template <typename I> __host__ __device__ inline size_t maxpool_arg(const float *x, I o, int h, int w, int c)
 {
-    const int oh = h / 2, ow = w / 2;
-    const int ch = (int)(o % c), ox = (int)(o / c % ow), oy = (int)(o / c / ow % oh);
-    const size_t img = o / c / ow / oh;
+    const I oh = (I)(h / 2), ow = (I)(w / 2), pixel = o / (I)c;
+    const int ch = (int)(o % (I)c), ox = (int)(pixel % ow), oy = (int)(pixel / ow % oh);
+    const size_t img = pixel / ow / oh;
     const size_t q0 = ((img * h + 2 * oy) * w + 2 * ox) * c + ch;
     const size_t q[4] = {q0, q0 + c, q0 + (size_t)w * c, q0 + (size_t)w * c + c};
     size_t best = q[0];
@@ -257,9 +265,10 @@ __host__ __device__ inline size_t maxpool_arg(const float *x, size_t o, int h, i
     return best;
 }
 
-__global__ void maxpool_fwd_kernel(float *y, uint32_t *arg, const float *x, int h, int w, int c, size_t n)
+template <typename I>
+__global__ void maxpool_fwd_kernel(float *y, uint32_t *arg, const float *x, int h, int w, int c, I n)
 {
-    FOR_EACH(o, n)
+    FOR_EACH(I, o, n)
     {
         const size_t best = maxpool_arg(x, o, h, w, c);
         y[o] = x[best];
@@ -269,7 +278,7 @@ __global__ void maxpool_fwd_kernel(float *y, uint32_t *arg, const float *x, int 
 
 __global__ void maxpool_bwd_kernel(float *dx, const float *dy, const uint32_t *arg, size_t ny, size_t nx)
 {
-    FOR_EACH(i, ny)
+    FOR_EACH(size_t, i, ny)
     {
         if (arg[i] < nx) dx[arg[i]] = dy[i];
     }
@@ -305,7 +314,7 @@ __global__ void softmax_xent_kernel(float *dlogits, double *part, const float *l
                                     int cols)
 {
     double loss = 0.0, correct = 0.0;
-    FOR_EACH(r, (size_t)rows)
+    FOR_EACH(size_t, r, (size_t)rows)
     {
         double l, k;
         softmax_xent_row(dlogits, logits, labels, (int)r, rows, cols, &l, &k);
@@ -339,7 +348,7 @@ __global__ void softmax_xent_finish(float *stats, const double *part, int parts)
 __global__ void sumsq_kernel(double *part, const float *x, size_t n)
 {
     double acc = 0.0;
-    FOR_EACH(i, n) acc += (double)x[i] * (double)x[i];
+    FOR_EACH(size_t, i, n) acc += (double)x[i] * (double)x[i];
     acc = block_sum(acc);
     if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
@@ -381,17 +390,17 @@ __host__ __device__ inline void adamw_at(float *p, const float *g, float *m, flo
 
 __global__ void sgd_kernel(float *p, const float *g, float *v, size_t n, mm_opt_step s)
 {
-    FOR_EACH(i, n) sgd_at(p, g, v, i, s);
+    FOR_EACH(size_t, i, n) sgd_at(p, g, v, i, s);
 }
 
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, mm_opt_step s)
 {
-    FOR_EACH(i, n) adamw_at(p, g, m, v, i, s);
+    FOR_EACH(size_t, i, n) adamw_at(p, g, m, v, i, s);
 }
 
 __global__ void merge_kernel(float *x, const float *a, const float *b, float w, size_t n)
 {
-    FOR_EACH(i, n) x[i] += w * (a[i] - b[i]);
+    FOR_EACH(size_t, i, n) x[i] += w * (a[i] - b[i]);
 }
 
 /* ---- operations ---- */
@@ -426,7 +435,7 @@ void *cu_alloc(mm_backend *be, size_t bytes)
         return nullptr;
     }
     if (!check(s, e, "cudaMalloc")) return nullptr;
-    if (!OK(s, cudaMemsetAsync(p, 0, rounded, s->stream))) {
+    if (!OK(s, cudaMemsetAsync, p, 0, rounded, s->stream)) {
         (void)cudaFree(p);
         return nullptr;
     }
@@ -442,7 +451,7 @@ void cu_release(mm_backend *be, void *p)
         return;
     }
     /* Queued operations may still use p. */
-    if (OK(s, cudaStreamSynchronize(s->stream))) OK(s, cudaFree(p));
+    if (OK(s, cudaStreamSynchronize, s->stream)) OK(s, cudaFree, p);
 }
 
 /* Through a pinned staging buffer, so the copy is asynchronous and src is free
@@ -453,33 +462,33 @@ void cu_to_device(mm_backend *be, void *dst, const void *src, size_t bytes)
     cuda_state *s = enter(be);
     if (!s || bytes == 0) return;
     if (bytes > kStageMax) {
-        if (OK(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s->stream)))
-            OK(s, cudaStreamSynchronize(s->stream));
+        if (OK(s, cudaMemcpyAsync, dst, src, bytes, cudaMemcpyHostToDevice, s->stream))
+            OK(s, cudaStreamSynchronize, s->stream);
         return;
     }
     stage_slot &slot = s->stage[s->next_stage];
     s->next_stage = (s->next_stage + 1) % kStages;
-    if (!OK(s, cudaEventSynchronize(slot.done))) return;
+    if (!OK(s, cudaEventSynchronize, slot.done)) return;
     if (slot.cap < bytes) {
-        if (slot.buf && !OK(s, cudaFreeHost(slot.buf))) return;
+        if (slot.buf && !OK(s, cudaFreeHost, slot.buf)) return;
         slot.buf = nullptr;
         slot.cap = 0;
         size_t cap = 64u << 10;
         while (cap < bytes) cap *= 2;
-        if (!OK(s, cudaMallocHost(&slot.buf, cap))) return;
+        if (!OK(s, cudaMallocHost, &slot.buf, cap)) return;
         slot.cap = cap;
     }
     memcpy(slot.buf, src, bytes);
-    if (OK(s, cudaMemcpyAsync(dst, slot.buf, bytes, cudaMemcpyHostToDevice, s->stream)))
-        OK(s, cudaEventRecord(slot.done, s->stream));
+    if (OK(s, cudaMemcpyAsync, dst, slot.buf, bytes, cudaMemcpyHostToDevice, s->stream))
+        OK(s, cudaEventRecord, slot.done, s->stream);
 }
 
 void cu_to_host(mm_backend *be, void *dst, const void *src, size_t bytes)
 {
     if (bytes == 0) return;
     cuda_state *s = enter(be);
-    if (!s || !OK(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s->stream)) ||
-        !OK(s, cudaStreamSynchronize(s->stream)))
+    if (!s || !OK(s, cudaMemcpyAsync, dst, src, bytes, cudaMemcpyDeviceToHost, s->stream) ||
+        !OK(s, cudaStreamSynchronize, s->stream))
         memset(dst, 0, bytes);
 }
 
@@ -490,7 +499,7 @@ void cu_fill(mm_backend *be, float *x, size_t n, float v)
 
 void cu_sync(mm_backend *be)
 {
-    if (cuda_state *s = enter(be)) OK(s, cudaStreamSynchronize(s->stream));
+    if (cuda_state *s = enter(be)) OK(s, cudaStreamSynchronize, s->stream);
 }
 
 /* Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T: the same
@@ -500,14 +509,17 @@ void cu_gemm(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
 {
     cuda_state *s = enter(be);
     if (!s || m == 0 || n == 0) return;
-    OK(s, cublasSgemm(s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b,
-                      ldb, a, lda, &beta, c, ldc));
+    OK(s, cublasSgemm, s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
+       a, lda, &beta, c, ldc);
 }
 
 void cu_bias_act(mm_backend *be, float *y, const float *bias, int rows, int cols, bool relu)
 {
     const size_t n = (size_t)rows * cols;
-    if (cuda_state *s = enter(be)) launch(s, "bias_act", bias_act_kernel, n, y, bias, n, cols, relu);
+    cuda_state *s = enter(be);
+    if (!s) return;
+    if (n < kNarrow) launch(s, "bias_act", bias_act_kernel<uint32_t>, n, y, bias, (uint32_t)n, cols, relu);
+    else launch(s, "bias_act", bias_act_kernel<size_t>, n, y, bias, n, cols, relu);
 }
 
 void cu_relu_bwd(mm_backend *be, float *dy, const float *y, size_t n)
@@ -525,32 +537,42 @@ void cu_col_sum(mm_backend *be, float *db, const float *dy, int rows, int cols)
     if (!part) return;
     const dim3 grid((unsigned)((cols + kColSumX - 1) / kColSumX), (unsigned)parts), block(kColSumX, kColSumY);
     col_sum_partial<<<grid, block, 0, s->stream>>>(part, dy, rows, cols);
-    if (check(s, cudaGetLastError(), "col_sum_partial")) launch(s, "col_sum_final", col_sum_final, cols, db, part, parts, cols);
+    if (check(s, cudaGetLastError(), "col_sum_partial"))
+        launch(s, "col_sum_final", col_sum_final, cols, db, part, parts, cols);
 }
 
 void cu_im2col(mm_backend *be, float *cols, const float *x, const mm_conv_geom *g)
 {
     const size_t n = (size_t)g->n * g->oh * g->ow * g->k * g->k * g->c;
-    if (cuda_state *s = enter(be)) launch(s, "im2col", im2col_kernel, n, cols, x, *g, n);
+    cuda_state *s = enter(be);
+    if (!s) return;
+    if (n < kNarrow) launch(s, "im2col", im2col_kernel<uint32_t>, n, cols, x, *g, (uint32_t)n);
+    else launch(s, "im2col", im2col_kernel<size_t>, n, cols, x, *g, n);
 }
 
 void cu_col2im(mm_backend *be, float *dx, const float *dcols, const mm_conv_geom *g)
 {
     const size_t n = (size_t)g->n * g->h * g->w * g->c;
-    if (cuda_state *s = enter(be)) launch(s, "col2im", col2im_kernel, n, dx, dcols, *g, n);
+    cuda_state *s = enter(be);
+    if (!s) return;
+    if (n < kNarrow) launch(s, "col2im", col2im_kernel<uint32_t>, n, dx, dcols, *g, (uint32_t)n);
+    else launch(s, "col2im", col2im_kernel<size_t>, n, dx, dcols, *g, n);
 }
 
 void cu_maxpool_fwd(mm_backend *be, float *y, uint32_t *arg, const float *x, int n, int h, int w, int c)
 {
     const size_t ny = (size_t)n * (h / 2) * (w / 2) * c;
-    if (cuda_state *s = enter(be)) launch(s, "maxpool_fwd", maxpool_fwd_kernel, ny, y, arg, x, h, w, c, ny);
+    cuda_state *s = enter(be);
+    if (!s) return;
+    if (ny < kNarrow) launch(s, "maxpool_fwd", maxpool_fwd_kernel<uint32_t>, ny, y, arg, x, h, w, c, (uint32_t)ny);
+    else launch(s, "maxpool_fwd", maxpool_fwd_kernel<size_t>, ny, y, arg, x, h, w, c, ny);
 }
 
 void cu_maxpool_bwd(mm_backend *be, float *dx, const float *dy, const uint32_t *arg, size_t ny, size_t nx)
 {
     cuda_state *s = enter(be);
     if (!s || nx == 0) return;
-    if (OK(s, cudaMemsetAsync(dx, 0, nx * sizeof *dx, s->stream)))
+    if (OK(s, cudaMemsetAsync, dx, 0, nx * sizeof *dx, s->stream))
         launch(s, "maxpool_bwd", maxpool_bwd_kernel, ny, dx, dy, arg, ny, nx);
 }
 
@@ -583,8 +605,8 @@ double cu_sumsq(mm_backend *be, const float *x, size_t n)
     if (!check(s, cudaGetLastError(), "sumsq")) return NAN;
     sum_parts_kernel<<<1, kThreads, 0, s->stream>>>(total, part, (int)blocks);
     if (!check(s, cudaGetLastError(), "sumsq_total") ||
-        !OK(s, cudaMemcpyAsync(s->result, total, sizeof *total, cudaMemcpyDeviceToHost, s->stream)) ||
-        !OK(s, cudaStreamSynchronize(s->stream)))
+        !OK(s, cudaMemcpyAsync, s->result, total, sizeof *total, cudaMemcpyDeviceToHost, s->stream) ||
+        !OK(s, cudaStreamSynchronize, s->stream))
         return NAN;
     return *s->result;
 }
@@ -668,11 +690,11 @@ extern "C" int mm_backend_cuda_init(mm_backend *be, int device, char *err, size_
     be->threads = 1;
     be->impl = s;
     /* CUBLAS_DEFAULT_MATH: fp32 GEMMs in fp32, no TF32 tensor cores. */
-    bool ok = OK(s, cudaSetDevice(device)) && OK(s, cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) &&
-              OK(s, cublasCreate(&s->blas)) && OK(s, cublasSetStream(s->blas, s->stream)) &&
-              OK(s, cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH)) &&
-              OK(s, cudaMallocHost(&s->result, sizeof *s->result)) && scratch<char>(s, kScratchInit);
-    for (stage_slot &slot : s->stage) ok = ok && OK(s, cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    bool ok = OK(s, cudaSetDevice, device) && OK(s, cudaStreamCreateWithFlags, &s->stream, cudaStreamNonBlocking) &&
+              OK(s, cublasCreate, &s->blas) && OK(s, cublasSetStream, s->blas, s->stream) &&
+              OK(s, cublasSetMathMode, s->blas, CUBLAS_DEFAULT_MATH) &&
+              OK(s, cudaMallocHost, &s->result, sizeof *s->result) && scratch<char>(s, kScratchInit);
+    for (stage_slot &slot : s->stage) ok = ok && OK(s, cudaEventCreateWithFlags, &slot.done, cudaEventDisableTiming);
     if (!ok) {
         report(err, errlen, "CUDA device cuda:%d: %s", device, s->msg);
         cu_destroy(be);

@@ -65,9 +65,11 @@ static int run_bench(mm_trainer *t, const train_args *a)
         if (!mm_trainer_step(t)) i--;
     for (int r = 0; r < reps; r++) {
         uint64_t s0 = t->samples;
+        t->be.ops->sync(&t->be);
         double t0 = mm_now_s();
         for (int i = 0; i < a->bench_batches; i++)
             if (!mm_trainer_step(t)) i--; /* epoch boundary: not a batch */
+        t->be.ops->sync(&t->be);
         rates[r] = (double)(t->samples - s0) / (mm_now_s() - t0);
         if (!a->quiet) fprintf(stderr, "  window %d: %.0f samples/s\n", r + 1, rates[r]);
     }
@@ -95,6 +97,7 @@ int mm_cmd_train(int argc, char **argv)
     c->epochs = 10;
     c->batch = 128;
     c->threads = 1;
+    c->device = "cpu";
     c->momentum = 0.9f;
     c->weight_decay = -1.0f;
     c->warmup_epochs = -1.0f;
@@ -106,6 +109,7 @@ int mm_cmd_train(int argc, char **argv)
         {"data", MM_OPT_STRING, &c->data_dir, "DIR", "Fashion-MNIST directory (default " MM_DATA_DEFAULT_DIR ")", 0, 0, NULL},
         {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
         {"threads", MM_OPT_INT, &c->threads, "T", "compute threads (default 1)", 1, 256, NULL},
+        {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N", "compute device (default cpu)", 0, 0, NULL},
         {"batch", MM_OPT_INT, &c->batch, "B", "examples per step (default 128)", 1, 65536, NULL},
         {"lr", MM_OPT_FLOAT, &c->lr, "X", "peak learning rate (default: sgd 0.1 mlp / 0.05 cnn, adamw 0.001)", 1e-9, 100, NULL},
         {"optimizer", MM_OPT_CHOICE, &c->optimizer, "sgd|adamw", "optimizer (default sgd, Nesterov momentum 0.9)", 0, 0, opt_choices},
@@ -213,6 +217,12 @@ int mm_cmd_train(int argc, char **argv)
         }
         double dt = mm_now_s() - e0;
         train_s += dt;
+        mm_error berr = {0};
+        if (mm_trainer_backend_error(&t, &berr) != 0) {
+            fprintf(stderr, "murmur train: %s\n", berr.msg);
+            status = 1;
+            break;
+        }
         uint64_t n;
         double l = mm_trainer_take_loss(&t, &n);
         loss_sum += l * (double)n, loss_n += n;

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"keygen", mm_cmd_keygen, "create a node identity key file"},
     {"netkey", mm_cmd_netkey, "create a network key file"},
     {"status", mm_cmd_status, "show a running node's peers and counters"},
+    {"sim", mm_cmd_sim, "run a simulated network from a scenario file"},
 };
 
 static void usage(FILE *f)

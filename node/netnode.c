@@ -133,7 +133,12 @@ static void json_text(char *out, size_t cap, const char *in)
 
 static void trainer_checkpoint(netnode *n)
 {
+    mm_error berr = {0};
     if (!n->cfg.checkpoint_dir) return;
+    if (mm_trainer_backend_error(&n->tr, &berr) != 0) { /* never checkpoint what a failed device returns */
+        fprintf(stderr, "murmur train: no checkpoint: %s\n", berr.msg);
+        return;
+    }
     mm_trainer *t = &n->tr;
     const mm_model *m = t->model;
     float *host = malloc(m->layout.total * sizeof *host);
@@ -159,8 +164,10 @@ static bool trainer_handle(netnode *n, mb_msg *m)
         r.kind = MB_SNAPSHOT;
         r.xid = m->xid;
         r.samples = t->samples;
-        r.ptr = malloc(total * sizeof(float));
-        if (r.ptr) be->ops->to_host(be, r.ptr, t->model->params, total * sizeof(float));
+        if (mm_trainer_backend_error(t, NULL) == 0) { /* a failed device lends nothing */
+            r.ptr = malloc(total * sizeof(float));
+            if (r.ptr) be->ops->to_host(be, r.ptr, t->model->params, total * sizeof(float));
+        }
         mb_post(&n->to_loop, &r);
         break;
     case MB_MERGE:

@@ -1,5 +1,9 @@
 #include "trainer.h"
 
+#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +40,7 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
         goto fail;
     }
     mm_loader_set_normalization(&t->loader, MM_INPUT_MEAN, MM_INPUT_STD);
-    if ((rc = mm_backend_cpu_init(&t->be, c->threads)) ||
+    if ((rc = mm_backend_open(&t->be, c->device, c->threads, err)) ||
         (rc = mm_model_create(&t->model, c->model, &t->be, c->batch, err)))
         goto fail;
     if ((int)t->train.rows * (int)t->train.cols != t->model->in_size) {
@@ -161,4 +165,55 @@ double mm_model_evaluate(mm_model *m, const mm_dataset *ds, double *loss)
 double mm_trainer_evaluate(mm_trainer *t, const mm_dataset *ds, double *loss)
 {
     return mm_model_evaluate(t->model, ds, loss);
+}
+
+/* The CUDA backend lives in a plug-in next to the executable, loaded only
+ * when asked for, so CPU nodes never map the CUDA libraries. */
+typedef int (*cuda_init_fn)(mm_backend *, int, char *, size_t);
+typedef int (*cuda_error_fn)(const mm_backend *, char *, size_t);
+static cuda_error_fn cuda_error;
+
+static void *load_cuda_plugin(char *why, size_t len)
+{
+    char exe[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        snprintf(why, len, "cannot find the murmur executable");
+        return NULL;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(path, sizeof path, "%s/libmurmur_cuda.so", exe);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) snprintf(why, len, "this murmur has no CUDA backend (%s)", dlerror());
+    return h;
+}
+
+int mm_backend_open(mm_backend *be, const char *device, int threads, mm_error *err)
+{
+    if (!device || strcmp(device, "cpu") == 0) return mm_backend_cpu_init(be, threads);
+    long idx = 0;
+    char *end = NULL;
+    if (strncmp(device, "cuda", 4) != 0 || (device[4] && device[4] != ':') ||
+        (device[4] == ':' &&
+         ((idx = strtol(device + 5, &end, 10)), end == device + 5 || *end || idx < 0 || idx > 1024)))
+        return mm_error_set(err, MM_ERR_INVALID, "--device '%s': expected cpu or cuda:N", device);
+    char msg[256];
+    void *h = load_cuda_plugin(msg, sizeof msg);
+    if (!h) return mm_error_set(err, MM_ERR_INVALID, "--device %s: %s", device, msg);
+    cuda_init_fn init;
+    *(void **)&init = dlsym(h, "mm_backend_cuda_init");
+    *(void **)&cuda_error = dlsym(h, "mm_backend_cuda_error");
+    if (!init || !cuda_error) return mm_error_set(err, MM_ERR_INVALID, "--device %s: a broken CUDA plug-in", device);
+    if (init(be, (int)idx, msg, sizeof msg) != 0) return mm_error_set(err, MM_ERR_INVALID, "--device %s: %s", device, msg);
+    return MM_OK;
+}
+
+int mm_trainer_backend_error(const mm_trainer *t, mm_error *err)
+{
+    char msg[256];
+    if (cuda_error && t->be.ops && strcmp(t->be.ops->name, "cuda") == 0 && cuda_error(&t->be, msg, sizeof msg) != 0)
+        return mm_error_set(err, MM_ERR_STATE, "GPU: %s", msg);
+    return MM_OK;
 }

@@ -20,6 +20,7 @@ typedef struct {
     int epochs;
     int batch;
     int threads;
+    const char *device;   /* "cpu" (or NULL) | "cuda" | "cuda:N" */
     uint64_t seed;
     float lr;            /* 0: the model's default */
     float momentum;
@@ -63,6 +64,11 @@ uint32_t mm_trainer_step(mm_trainer *t);
 double mm_trainer_take_loss(mm_trainer *t, uint64_t *count);
 /* Accuracy in [0,1] of the current parameters on ds; mean loss into *loss. */
 double mm_trainer_evaluate(mm_trainer *t, const mm_dataset *ds, double *loss);
+
+/* Open the backend named by device ("cpu", "cuda", "cuda:N"). */
+int mm_backend_open(mm_backend *be, const char *device, int threads, mm_error *err);
+/* A sticky backend failure (a GPU error), as an mm_error; 0 if none. */
+int mm_trainer_backend_error(const mm_trainer *t, mm_error *err);
 
 /* Evaluate a model (parameters already in m) on ds. */
 double mm_model_evaluate(mm_model *m, const mm_dataset *ds, double *loss);

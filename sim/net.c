@@ -9,6 +9,7 @@
 enum { EV_SYN = MM_NET_EVENT_BASE, EV_SYNACK, EV_UP_DONE, EV_ARRIVE, EV_DELIVER, EV_LOCAL_CLOSED };
 enum { SEG_DATA, SEG_FIN, SEG_RST };
 #define NIL UINT32_MAX
+#define Q_KEEP (64u << 10) /* a drained send queue keeps a buffer up to this size */
 
 typedef struct {
     uint8_t *buf;
@@ -316,7 +317,14 @@ static void start_next(mm_net *n, uint32_t node)
         memcpy(n->segs[si].data, q->buf + q->head, len);
         q->head += len;
         q->len -= len;
-        if (!q->len) q->head = 0;
+        if (!q->len) { /* drained: give a large buffer back rather than hold it for the connection's life */
+            q->head = 0;
+            if (q->cap > Q_KEEP) {
+                free(q->buf);
+                q->buf = NULL;
+                q->cap = 0;
+            }
+        }
         f->tx[r.dir] = true;
         if (q->len) rr_push(n, node, r.flow, r.dir); /* round robin: to the back */
         nn->sending = true;

@@ -48,7 +48,9 @@ typedef struct {
     mm_sim_set nodes;
 } mm_sim_crash;
 
-typedef enum { MM_SIM_BOOT_RANDOM = 0, MM_SIM_BOOT_FIRST = 1 } mm_sim_boot;
+/* How a node first joins: through node 0 (a well-known seed), or through a
+ * random node that started before it (the joins then form a tree). */
+typedef enum { MM_SIM_BOOT_FIRST = 0, MM_SIM_BOOT_RANDOM = 1 } mm_sim_boot;
 
 typedef struct {
     char name[64];
@@ -57,6 +59,7 @@ typedef struct {
     uint64_t seed;
     uint32_t nodes, dim;
     double duration, period, report_every, start_spread;
+    double warmup, quiesce; /* no exchange starts before warmup nor in the last quiesce seconds */
     uint8_t encoding; /* mm_encoding */
     bool clip;
     mm_sim_boot bootstrap;

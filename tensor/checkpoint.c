@@ -941,8 +941,8 @@ static int read_prefix(int fd, const char *path, size_t want, uint8_t **buf_out,
 int mm_checkpoint_read_meta(const char *path, mm_ckpt_meta *meta, mm_error *err)
 {
     if (!path) return mm_error_set(err, MM_ERR_INVALID, "checkpoint read: no path");
-    int fd;
-    uint64_t size;
+    int fd = -1;
+    uint64_t size = 0;
     int rc = open_regular(path, &fd, &size, err);
     if (rc != 0) return rc;
     /* The header is all we need: never more than 8 + MM_CKPT_MAX_HEADER. */
@@ -964,8 +964,8 @@ int mm_checkpoint_load(const char *path, const mm_layout *layout, float *params,
 {
     if (!path || !layout || !params)
         return mm_error_set(err, MM_ERR_INVALID, "checkpoint load: missing path, layout or parameters");
-    int fd;
-    uint64_t size;
+    int fd = -1;
+    uint64_t size = 0;
     int rc = open_regular(path, &fd, &size, err);
     if (rc != 0) return rc;
     /* No checkpoint of this layout can be larger than its header limit plus

@@ -6,7 +6,7 @@ set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
-          libuv1-dev libsodium-dev libmsgpack-dev libopenblas-dev libcmocka-dev zlib1g-dev
+          libuv1-dev libsodium-dev libmsgpack-dev libopenblas-dev libcmocka-dev zlib1g-dev libyaml-dev
           dataset-fashion-mnist)
 
 missing=()

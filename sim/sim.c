@@ -1,0 +1,835 @@
+/* The simulated runtime (see sim.h). Layout: nodes and their cores;
+ * carrying out the cores' actions; the network's callbacks; node life
+ * (start, crash, restart); reports; the run. */
+#include "sim.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "gossip.h"
+#include "mm_rng.h"
+#include "net.h"
+
+enum {
+    EV_START = 1,
+    EV_TICK,
+    EV_AVERAGE,
+    EV_SNAPSHOT,
+    EV_MERGE,
+    EV_CRASH,
+    EV_SCHED_CRASH,
+    EV_RESTART,
+    EV_JOIN_CHECK,
+    EV_REPORT,
+};
+
+#define SLOTS 8                       /* snapshots lent / merges pending per node (the core runs <= 4 exchanges) */
+#define JOIN_CHECK MM_SEC(10)         /* a node with no peer at all bootstraps again this often */
+#define PORT 7000
+#define CACHE_MIN (64u << 10)        /* freed blocks this large are kept for reuse ... */
+#define CACHE_SLOTS 64               /* ... up to this many ... */
+#define CACHE_BYTES (64ull << 20)    /* ... and this many bytes */
+#define HDR 16                       /* a block's size, in front of it (keeps 16-byte alignment) */
+
+typedef struct {
+    bool used;
+    uint32_t xid;
+    float *p;
+} lent;
+
+typedef struct {
+    bool used;
+    uint32_t xid;
+    const float *peer, *snap;
+    float w;
+    uint64_t count;
+} merge;
+
+typedef struct {
+    mm_gossip *g; /* NULL while down */
+    float *x;
+    mm_rng rng;   /* the core's env->random */
+    uint8_t sk[64];
+    uint64_t incarnation, step, phase; /* step, phase: ns; hand-overs happen at phase + k * step */
+    uint32_t epoch; /* bumped at every crash and start: the node's old events go stale */
+    uint32_t timer_gen;
+    uint64_t timer_at; /* the earliest TICK scheduled, UINT64_MAX if none */
+    lent snaps[SLOTS];
+    merge merges[SLOTS];
+} sim_node;
+
+typedef struct {
+    const mm_scenario *s;
+    const mm_sim_opts *o;
+    mm_engine e;
+    mm_net *net;
+    sim_node *nodes;
+    uint32_t n;
+    uint64_t end, period, warmup, quiet_from;
+    mm_rng rng; /* phases, churn, bootstrap choices */
+    mm_gossip_config base;
+    mm_gossip_tensor whole; /* the one tensor of the surrogate, for clipping */
+    double *mean0;
+    uint8_t *pgroup; /* partition p, node i: group (255: in none) */
+    uint64_t *p_at, *p_heal;
+    uint64_t ex_ok, ex_failed, crashes, restarts, stuck;
+    uint32_t nonfinite_max;
+    long live_allocs;
+    uint64_t core_bytes, core_bytes_peak; /* what all cores hold now, and at most */
+    bool oom;
+    /* Large blocks (vectors, receive buffers) come and go with every
+     * exchange; reusing them spares the kernel zeroing fresh pages. */
+    void *cache[CACHE_SLOTS];
+    uint32_t ncache;
+    uint64_t cache_bytes;
+} sim;
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A seed for one purpose (tag) of one node, from the scenario's seed. */
+static uint64_t derive(uint64_t seed, uint64_t tag, uint64_t node, uint64_t inc)
+{
+    return mix64(mix64(mix64(seed ^ mix64(tag)) ^ node) ^ inc);
+}
+
+static uint64_t ns(double s) { return (uint64_t)llround(s * 1e9); }
+
+static double exp_draw(mm_rng *r, double mean) { return -mean * log(1.0 - mm_rng_uniform(r)); }
+
+static void push(sim *S, uint32_t kind, uint32_t node, uint64_t t, uint64_t a, uint64_t b)
+{
+    mm_event ev = {.t = t, .kind = kind, .node = node, .a = a, .b = b};
+    if (mm_engine_push(&S->e, &ev) != 0) S->oom = true;
+}
+
+/* Node i's address: a /24 of its own (the core keeps at most two view
+ * entries per /24). */
+static void addr_of(uint32_t i, uint32_t port, char out[MM_ADDR_MAX])
+{
+    snprintf(out, MM_ADDR_MAX, "%u.%u.%u.1:%u", 10 + (i >> 16), (i >> 8) & 255, i & 255, port);
+}
+
+static uint32_t node_of(const sim *S, const char *addr)
+{
+    unsigned a, b, c, d, port;
+    char tail;
+    if (sscanf(addr, "%u.%u.%u.%u:%u%c", &a, &b, &c, &d, &port, &tail) != 5 || a < 10 || b > 255 || c > 255 ||
+        d != 1 || port != PORT)
+        return UINT32_MAX;
+    uint32_t i = ((a - 10) << 16) | (b << 8) | c;
+    return i < S->n ? i : UINT32_MAX;
+}
+
+static void env_random(void *ctx, void *buf, size_t len)
+{
+    mm_rng *r = ctx;
+    uint8_t *b = buf;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v = mm_rng_u64(r);
+        memcpy(b + i, &v, len - i < 8 ? len - i : 8);
+    }
+}
+
+static size_t block_size(const void *p) { return *(const size_t *)(const void *)((const uint8_t *)p - HDR); }
+
+static void *block_alloc(sim *S, size_t len)
+{
+    if (len >= CACHE_MIN)
+        for (uint32_t i = 0; i < S->ncache; i++)
+            if (block_size((uint8_t *)S->cache[i] + HDR) == len) {
+                uint8_t *b = S->cache[i];
+                S->cache[i] = S->cache[--S->ncache];
+                S->cache_bytes -= len;
+                return b + HDR;
+            }
+    if (len > SIZE_MAX - HDR) return NULL;
+    uint8_t *b = malloc(len + HDR);
+    if (!b) return NULL;
+    memcpy(b, &len, sizeof len);
+    return b + HDR;
+}
+
+static void block_free(sim *S, void *p)
+{
+    if (!p) return;
+    uint8_t *b = (uint8_t *)p - HDR;
+    size_t len = block_size(p);
+    if (len >= CACHE_MIN && S->ncache < CACHE_SLOTS && S->cache_bytes + len <= CACHE_BYTES) {
+        S->cache[S->ncache++] = b;
+        S->cache_bytes += len;
+        return;
+    }
+    free(b);
+}
+
+/* The cores' memory, counted: what is left at the end leaked. */
+static void *env_alloc(void *ctx, size_t len)
+{
+    sim *S = ctx;
+    void *p = block_alloc(S, len);
+    if (p) {
+        S->live_allocs++;
+        S->core_bytes += len;
+        if (S->core_bytes > S->core_bytes_peak) S->core_bytes_peak = S->core_bytes;
+    }
+    return p;
+}
+
+static void env_free(void *ctx, void *p)
+{
+    sim *S = ctx;
+    if (!p) return;
+    S->live_allocs--;
+    S->core_bytes -= block_size(p);
+    block_free(S, p);
+}
+
+/* The next instant node i's trainer hands something over. */
+static uint64_t handover_time(const sim *S, const sim_node *nd)
+{
+    uint64_t now = S->e.now;
+    if (!nd->step) return now;
+    if (now <= nd->phase) return nd->phase;
+    uint64_t r = (now - nd->phase) % nd->step;
+    return r ? now + (nd->step - r) : now;
+}
+
+/* ------------------------------------------------------------ actions */
+
+static void arm(sim *S, uint32_t i, uint64_t not_before)
+{
+    sim_node *nd = &S->nodes[i];
+    if (!nd->g) return;
+    uint64_t d = mm_gossip_deadline(nd->g);
+    if (d == UINT64_MAX) return;
+    if (d < not_before) d = not_before;
+    if (d >= nd->timer_at) return; /* an earlier TICK is pending: it re-arms */
+    nd->timer_at = d;
+    push(S, EV_TICK, i, d, ++nd->timer_gen, nd->epoch);
+}
+
+static void on_log(sim *S, uint32_t i, const mm_action *a)
+{
+    if (a->log == MM_LOG_EXCHANGE) {
+        if (a->ok)
+            S->ex_ok++;
+        else
+            S->ex_failed++;
+    }
+    if (S->o->trace) fprintf(S->o->trace, "[%u t=%.6f] %s\n", i, (double)S->e.now / 1e9, a->text);
+}
+
+/* Carry out every action node i's core has queued. */
+static void drain(sim *S, uint32_t i)
+{
+    sim_node *nd = &S->nodes[i];
+    if (!nd->g) return;
+    mm_action a;
+    while (mm_gossip_next(nd->g, &a)) {
+        switch (a.kind) {
+        case MM_ACT_CONNECT:
+            mm_net_connect(S->net, i, a.conn, node_of(S, a.addr));
+            break;
+        case MM_ACT_SEND:
+            mm_net_send(S->net, i, a.conn, a.data, a.len);
+            break;
+        case MM_ACT_CLOSE:
+            mm_net_close(S->net, i, a.conn);
+            break;
+        case MM_ACT_WANT_SNAPSHOT: /* the trainer answers at its next step boundary */
+            push(S, EV_SNAPSHOT, i, handover_time(S, nd), a.xid, nd->epoch);
+            break;
+        case MM_ACT_MERGE: {
+            int k = 0;
+            while (k < SLOTS && nd->merges[k].used) k++;
+            if (k == SLOTS) { /* cannot happen: the core runs at most MM_MAX_EXCHANGES */
+                S->oom = true;
+                break;
+            }
+            nd->merges[k] = (merge){true, a.xid, a.peer, a.snap, a.weight, a.count};
+            push(S, EV_MERGE, i, handover_time(S, nd), (uint64_t)k, nd->epoch);
+            break;
+        }
+        case MM_ACT_RELEASE:
+            for (int k = 0; k < SLOTS; k++)
+                if (nd->snaps[k].used && nd->snaps[k].xid == a.xid) {
+                    block_free(S, nd->snaps[k].p);
+                    nd->snaps[k] = (lent){0};
+                }
+            break;
+        case MM_ACT_LOG:
+            on_log(S, i, &a);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* ... and re-arm its timer: what follows every call into a core. */
+static void settle(sim *S, uint32_t i)
+{
+    drain(S, i);
+    arm(S, i, 0);
+}
+
+/* Lend a copy of node i's vector for exchange xid. */
+static void on_snapshot(sim *S, uint32_t i, uint32_t xid)
+{
+    sim_node *nd = &S->nodes[i];
+    int k = 0;
+    while (k < SLOTS && nd->snaps[k].used) k++;
+    float *p = k < SLOTS ? block_alloc(S, (size_t)S->s->dim * sizeof *p) : NULL;
+    if (!p) { /* never lent: the core gives the exchange up at its deadline */
+        S->oom = true;
+        return;
+    }
+    memcpy(p, nd->x, (size_t)S->s->dim * sizeof *p);
+    nd->snaps[k] = (lent){true, xid, p};
+    mm_gossip_snapshot_ready(nd->g, xid, p, 0, S->e.now);
+    settle(S, i);
+}
+
+/* The delta rule, as node/ applies it: x += w * (peer - snap); a state sync
+ * (snap == NULL) replaces x. */
+static void on_merge(sim *S, uint32_t i, uint32_t k)
+{
+    sim_node *nd = &S->nodes[i];
+    merge m = nd->merges[k];
+    nd->merges[k].used = false;
+    if (!m.used) return;
+    float *x = nd->x;
+    if (m.snap)
+        for (uint64_t j = 0; j < m.count; j++) x[j] += m.w * (m.peer[j] - m.snap[j]);
+    else
+        memcpy(x, m.peer, m.count * sizeof *x);
+    mm_gossip_merge_done(nd->g, m.xid, S->e.now);
+    settle(S, i);
+}
+
+/* ------------------------------------------------------------ the network's callbacks */
+
+static mm_conn_id net_accept(void *ctx, uint32_t i, uint32_t from, uint32_t port)
+{
+    sim *S = ctx;
+    char addr[MM_ADDR_MAX];
+    addr_of(from, port, addr);
+    return S->nodes[i].g ? mm_gossip_accepted(S->nodes[i].g, addr, S->e.now) : 0;
+}
+
+static void net_drain(void *ctx, uint32_t i) { settle(ctx, i); }
+
+static void net_connected(void *ctx, uint32_t i, mm_conn_id c)
+{
+    sim *S = ctx;
+    if (!S->nodes[i].g) return;
+    mm_gossip_connected(S->nodes[i].g, c, S->e.now);
+    settle(S, i);
+}
+
+static void net_connect_failed(void *ctx, uint32_t i, mm_conn_id c)
+{
+    sim *S = ctx;
+    if (!S->nodes[i].g) return;
+    mm_gossip_connect_failed(S->nodes[i].g, c, S->e.now);
+    settle(S, i);
+}
+
+static void net_received(void *ctx, uint32_t i, mm_conn_id c, const uint8_t *buf, size_t len)
+{
+    sim *S = ctx;
+    if (!S->nodes[i].g) return;
+    mm_gossip_received(S->nodes[i].g, c, buf, len, S->e.now);
+    settle(S, i);
+}
+
+static void net_sent(void *ctx, uint32_t i, mm_conn_id c, size_t bytes)
+{
+    sim *S = ctx;
+    if (!S->nodes[i].g) return;
+    mm_gossip_sent(S->nodes[i].g, c, bytes, S->e.now);
+    settle(S, i);
+}
+
+static void net_closed(void *ctx, uint32_t i, mm_conn_id c)
+{
+    sim *S = ctx;
+    if (!S->nodes[i].g) return;
+    mm_gossip_closed(S->nodes[i].g, c, S->e.now);
+    settle(S, i);
+}
+
+static uint64_t net_blocked(void *ctx, uint32_t a, uint32_t b, uint64_t now)
+{
+    sim *S = ctx;
+    uint64_t until = 0;
+    for (uint32_t p = 0; p < S->s->npartitions; p++) {
+        if (now < S->p_at[p] || now >= S->p_heal[p]) continue;
+        uint8_t ga = S->pgroup[(size_t)p * S->n + a], gb = S->pgroup[(size_t)p * S->n + b];
+        if (ga != 255 && gb != 255 && ga != gb && S->p_heal[p] > until) until = S->p_heal[p];
+    }
+    return until;
+}
+
+/* ------------------------------------------------------------ node life */
+
+/* A random node that is up, other than i (and below i if below); UINT32_MAX if none. */
+static uint32_t random_up(sim *S, uint32_t i, bool below)
+{
+    uint32_t range = below ? i : S->n;
+    if (range == 0) return UINT32_MAX;
+    uint32_t start = (uint32_t)mm_rng_below(&S->rng, range);
+    for (uint32_t k = 0; k < range; k++) {
+        uint32_t j = (start + k) % range;
+        if (j != i && S->nodes[j].g) return j;
+    }
+    return UINT32_MAX;
+}
+
+/* A random node that is up and has a session (a member of the network),
+ * other than i; any node up if there is none. Bootstrap lists name members. */
+static uint32_t random_member(sim *S, uint32_t i)
+{
+    uint32_t start = (uint32_t)mm_rng_below(&S->rng, S->n);
+    for (uint32_t k = 0; k < S->n; k++) {
+        uint32_t j = (start + k) % S->n;
+        mm_gossip_stats st;
+        if (j == i || !S->nodes[j].g) continue;
+        mm_gossip_get_stats(S->nodes[j].g, &st);
+        if (st.sessions) return j;
+    }
+    return random_up(S, i, false);
+}
+
+static void bootstrap(sim *S, uint32_t i, uint32_t target)
+{
+    if (target == UINT32_MAX) return;
+    char addr[MM_ADDR_MAX];
+    addr_of(target, PORT, addr);
+    mm_gossip_bootstrap(S->nodes[i].g, addr, S->e.now);
+}
+
+static void start_node(sim *S, uint32_t i, bool first)
+{
+    sim_node *nd = &S->nodes[i];
+    mm_gossip_config cfg = S->base;
+    memcpy(cfg.identity_sk, nd->sk, sizeof cfg.identity_sk);
+    addr_of(i, PORT, cfg.advertise);
+    cfg.incarnation = ++nd->incarnation;
+    mm_rng_seed(&nd->rng, derive(S->s->seed, 1, i, nd->incarnation));
+    mm_gossip_env env = {env_random, &nd->rng, env_alloc, env_free, S};
+    nd->g = mm_gossip_new(&cfg, &env, S->e.now);
+    sodium_memzero(cfg.identity_sk, sizeof cfg.identity_sk);
+    if (!nd->g) {
+        S->oom = true;
+        return;
+    }
+    nd->epoch++;
+    nd->timer_at = UINT64_MAX;
+    mm_net_up(S->net, i);
+    uint32_t target;
+    if (first && S->s->bootstrap == MM_SIM_BOOT_FIRST && i != 0 && S->nodes[0].g)
+        target = 0;
+    else if (first)
+        target = random_up(S, i, true);
+    else
+        target = random_member(S, i);
+    if (target == UINT32_MAX) target = random_up(S, i, false);
+    bootstrap(S, i, target);
+    settle(S, i);
+    /* Each node averages at a random phase of the period, from the warm-up on. */
+    uint64_t from = S->e.now > S->warmup ? S->e.now : S->warmup;
+    push(S, EV_AVERAGE, i, from + (uint64_t)(mm_rng_uniform(&S->rng) * (double)S->period), 0, nd->epoch);
+    push(S, EV_JOIN_CHECK, i, S->e.now + JOIN_CHECK, 0, nd->epoch);
+    if (S->s->crash_rate > 0)
+        push(S, EV_CRASH, i, S->e.now + ns(exp_draw(&S->rng, 1.0 / S->s->crash_rate)), 0, nd->epoch);
+}
+
+/* Crash: the process dies; its connections are reset; the vector stays
+ * (as a checkpoint would keep it) for a restart. */
+static void crash_node(sim *S, uint32_t i)
+{
+    sim_node *nd = &S->nodes[i];
+    if (!nd->g) return;
+    for (int k = 0; k < SLOTS; k++) {
+        block_free(S, nd->snaps[k].p);
+        nd->snaps[k] = (lent){0};
+        nd->merges[k] = (merge){0};
+    }
+    mm_gossip_free(nd->g);
+    nd->g = NULL;
+    nd->epoch++;
+    nd->timer_at = UINT64_MAX;
+    S->crashes++;
+    mm_net_down(S->net, i);
+}
+
+/* ------------------------------------------------------------ reports */
+
+static void report(sim *S, mm_sim_report *r)
+{
+    const uint32_t d = S->s->dim;
+    memset(r, 0, sizeof *r);
+    r->t = (double)S->e.now / 1e9;
+    mm_net_stats ns_;
+    mm_net_get_stats(S->net, &ns_);
+    r->bytes = ns_.bytes;
+    r->exchanges_ok = S->ex_ok;
+    r->exchanges_failed = S->ex_failed;
+    r->events = S->e.processed;
+    double *m = calloc(d, sizeof *m);
+    if (!m) {
+        S->oom = true;
+        return;
+    }
+    uint32_t cnt = 0;
+    for (uint32_t i = 0; i < S->n; i++) {
+        const sim_node *nd = &S->nodes[i];
+        if (!nd->g) continue;
+        r->alive++;
+        mm_gossip_stats st;
+        mm_gossip_get_stats(nd->g, &st);
+        r->view += st.view;
+        r->sessions += st.sessions;
+        bool finite = true;
+        for (uint32_t k = 0; k < d && finite; k++) finite = isfinite(nd->x[k]);
+        if (!finite) {
+            r->nonfinite++;
+            continue;
+        }
+        cnt++;
+        for (uint32_t k = 0; k < d; k++) m[k] += (double)nd->x[k];
+    }
+    if (r->alive) {
+        r->view /= r->alive;
+        r->sessions /= r->alive;
+    }
+    if (r->nonfinite > S->nonfinite_max) S->nonfinite_max = r->nonfinite;
+    if (cnt) {
+        double var = 0, err = 0;
+        for (uint32_t k = 0; k < d; k++) m[k] /= cnt;
+        for (uint32_t i = 0; i < S->n; i++) {
+            const sim_node *nd = &S->nodes[i];
+            if (!nd->g) continue;
+            bool finite = true;
+            for (uint32_t k = 0; k < d && finite; k++) finite = isfinite(nd->x[k]);
+            if (!finite) continue;
+            for (uint32_t k = 0; k < d; k++) {
+                double e = (double)nd->x[k] - m[k];
+                var += e * e;
+            }
+        }
+        for (uint32_t k = 0; k < d; k++) err += (m[k] - S->mean0[k]) * (m[k] - S->mean0[k]);
+        r->consensus_var = var / ((double)cnt * d);
+        r->mean_err = sqrt(err / d);
+    }
+    free(m);
+}
+
+static void line_head(const sim *S, const char *event)
+{
+    fprintf(S->o->out, "{\"event\":\"%s\",\"run\":%d,\"scenario\":\"%s\"", event, S->s->run, S->s->name);
+}
+
+static void print_report(const sim *S, const mm_sim_report *r)
+{
+    fprintf(S->o->out,
+            ",\"t\":%.6g,\"alive\":%u,\"consensus_var\":%.6e,\"mean_err\":%.6e,\"exchanges_ok\":%llu,"
+            "\"exchanges_failed\":%llu,\"bytes\":%llu,\"nonfinite\":%u,\"view\":%.2f,\"sessions\":%.2f",
+            r->t, r->alive, r->consensus_var, r->mean_err, (unsigned long long)r->exchanges_ok,
+            (unsigned long long)r->exchanges_failed, (unsigned long long)r->bytes, r->nonfinite, r->view, r->sessions);
+}
+
+static void on_report(sim *S)
+{
+    mm_sim_report r;
+    report(S, &r);
+    if (S->o->out) {
+        line_head(S, "report");
+        print_report(S, &r);
+        fputs("}\n", S->o->out);
+    }
+    if (S->o->on_report) S->o->on_report(S->o->ctx, S->s, &r);
+}
+
+static void print_start(const sim *S)
+{
+    const mm_scenario *s = S->s;
+    line_head(S, "start");
+    fprintf(S->o->out,
+            ",\"seed\":%llu,\"nodes\":%u,\"dim\":%u,\"duration\":%.6g,\"period\":%.6g,\"encoding\":\"%s\","
+            "\"regions\":%u,\"loss\":%.6g,\"crash_rate\":%.6g,\"partitions\":%u",
+            (unsigned long long)s->seed, s->nodes, s->dim, s->duration, s->period, mm_encoding_name(s->encoding),
+            s->nregions, s->loss, s->crash_rate, s->npartitions);
+    if (s->sweep_key[0])
+        fprintf(S->o->out, ",\"sweep_key\":\"%s\",\"sweep_value\":\"%s\"", s->sweep_key, s->sweep_value);
+    fputs("}\n", S->o->out);
+}
+
+/* ------------------------------------------------------------ the run */
+
+static void dispatch(sim *S, const mm_event *ev)
+{
+    if (ev->kind >= MM_NET_EVENT_BASE) {
+        mm_net_handle(S->net, ev);
+        return;
+    }
+    uint32_t i = ev->node;
+    sim_node *nd = &S->nodes[i];
+    bool current = nd->g && ev->b == nd->epoch; /* the node is up in the life the event was made for */
+    switch (ev->kind) {
+    case EV_START:
+        start_node(S, i, true);
+        break;
+    case EV_TICK:
+        if (!current || ev->a != nd->timer_gen) break; /* stale: a later or earlier TICK replaced it */
+        nd->timer_at = UINT64_MAX;
+        if (S->e.now >= mm_gossip_deadline(nd->g)) {
+            mm_gossip_tick(nd->g, S->e.now);
+            drain(S, i);
+            bool stuck = mm_gossip_deadline(nd->g) <= S->e.now; /* would spin a real event loop */
+            S->stuck += stuck;
+            arm(S, i, stuck ? S->e.now + MM_MS(1) : 0);
+        } else {
+            arm(S, i, 0);
+        }
+        break;
+    case EV_AVERAGE:
+        if (!current || S->e.now >= S->quiet_from) break;
+        mm_gossip_average_now(nd->g, S->e.now);
+        settle(S, i);
+        push(S, EV_AVERAGE, i, S->e.now + S->period, 0, nd->epoch);
+        break;
+    case EV_SNAPSHOT:
+        if (current) on_snapshot(S, i, (uint32_t)ev->a);
+        break;
+    case EV_MERGE:
+        if (current) on_merge(S, i, (uint32_t)ev->a);
+        break;
+    case EV_CRASH: /* churn: the session ends; the downtime follows */
+        if (!current) break;
+        crash_node(S, i);
+        push(S, EV_RESTART, i, S->e.now + ns(exp_draw(&S->rng, S->s->mean_down)), 0, nd->epoch);
+        break;
+    case EV_SCHED_CRASH: {
+        const mm_sim_crash *c = &S->s->crashes[ev->a];
+        if (!nd->g) break;
+        crash_node(S, i);
+        if (c->down >= 0) push(S, EV_RESTART, i, S->e.now + ns(c->down), 0, nd->epoch);
+        break;
+    }
+    case EV_RESTART:
+        if (nd->g || ev->b != nd->epoch) break;
+        S->restarts++;
+        start_node(S, i, false);
+        break;
+    case EV_JOIN_CHECK: {
+        if (!current) break;
+        mm_gossip_stats st;
+        mm_gossip_get_stats(nd->g, &st);
+        if (st.view == 0 && st.sessions == 0 && st.half_open == 0) { /* not (or no longer) in: try again */
+            bootstrap(S, i, random_member(S, i));
+            settle(S, i);
+        }
+        push(S, EV_JOIN_CHECK, i, S->e.now + JOIN_CHECK, 0, nd->epoch);
+        break;
+    }
+    case EV_REPORT: {
+        on_report(S);
+        uint64_t next = ns((double)(ev->a + 1) * S->s->report_every);
+        if (next <= S->end) push(S, EV_REPORT, 0, next, ev->a + 1, 0);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static int setup(sim *S, mm_error *err)
+{
+    const mm_scenario *s = S->s;
+    S->n = s->nodes;
+    S->end = ns(s->duration);
+    S->period = ns(s->period);
+    S->warmup = ns(s->warmup);
+    S->quiet_from = s->quiesce < s->duration ? ns(s->duration - s->quiesce) : 0;
+    mm_rng_seed(&S->rng, derive(s->seed, 2, 0, 0));
+    S->nodes = calloc(S->n, sizeof *S->nodes);
+    S->mean0 = calloc(s->dim, sizeof *S->mean0);
+    S->pgroup = malloc((size_t)s->npartitions * S->n + 1);
+    S->p_at = calloc(s->npartitions + 1, sizeof *S->p_at);
+    S->p_heal = calloc(s->npartitions + 1, sizeof *S->p_heal);
+    uint16_t *region = malloc(S->n * sizeof *region);
+    double *up = malloc(S->n * sizeof *up), *down = malloc(S->n * sizeof *down);
+    uint64_t *lat = malloc((size_t)s->nregions * s->nregions * sizeof *lat);
+    bool ok = S->nodes && S->mean0 && S->pgroup && S->p_at && S->p_heal && region && up && down && lat;
+    for (uint32_t i = 0; ok && i < S->n; i++) {
+        sim_node *nd = &S->nodes[i];
+        uint32_t r = mm_scenario_region_of(s, i);
+        region[i] = (uint16_t)r;
+        up[i] = s->regions[r].up;
+        down[i] = s->regions[r].down;
+        nd->step = ns(s->regions[r].step);
+        nd->phase = nd->step ? mm_rng_below(&S->rng, nd->step) : 0;
+        nd->timer_at = UINT64_MAX;
+        if (!(nd->x = malloc((size_t)s->dim * sizeof *nd->x))) ok = false;
+    }
+    for (uint32_t a = 0; ok && a < s->nregions; a++)
+        for (uint32_t b = 0; b < s->nregions; b++) lat[a * s->nregions + b] = ns(s->latency[a][b]);
+    if (ok) {
+        mm_net_config nc = {.nodes = S->n, .region = region, .up = up, .down = down, .nregions = s->nregions,
+                            .latency = lat, .jitter = ns(s->jitter), .loss = s->loss, .seed = derive(s->seed, 3, 0, 0)};
+        mm_net_hooks h = {S, net_accept, net_drain, net_connected, net_connect_failed,
+                          net_received, net_sent, net_closed, net_blocked};
+        S->net = mm_net_new(&nc, &h, &S->e);
+        ok = S->net != NULL;
+    }
+    free(region);
+    free(up);
+    free(down);
+    free(lat);
+    if (!ok) return mm_error_set(err, MM_ERR_NOMEM, "out of memory for %u nodes of dimension %u", S->n, s->dim);
+
+    /* Values: node i draws N(0, 1) per coordinate; the initial mean is known. */
+    mm_rng vr;
+    mm_rng_seed(&vr, derive(s->seed, 4, 0, 0));
+    for (uint32_t i = 0; i < S->n; i++)
+        for (uint32_t k = 0; k < s->dim; k++) {
+            S->nodes[i].x[k] = (float)mm_rng_normal(&vr);
+            S->mean0[k] += (double)S->nodes[i].x[k];
+        }
+    for (uint32_t k = 0; k < s->dim; k++) S->mean0[k] /= S->n;
+
+    /* Identities from deterministic seeds; one network key; one model. */
+    mm_rng kr;
+    mm_rng_seed(&kr, derive(s->seed, 5, 0, 0));
+    env_random(&kr, S->base.network_key, sizeof S->base.network_key);
+    for (uint32_t i = 0; i < S->n; i++) {
+        uint8_t seed[32], pk[32];
+        mm_rng ir;
+        mm_rng_seed(&ir, derive(s->seed, 6, i, 0));
+        env_random(&ir, seed, sizeof seed);
+        crypto_sign_seed_keypair(pk, S->nodes[i].sk, seed);
+        sodium_memzero(seed, sizeof seed);
+    }
+    memset(S->base.fingerprint, 0x5f, sizeof S->base.fingerprint);
+    S->base.params = s->dim;
+    S->base.encoding = s->encoding;
+    S->base.weighting = MM_WEIGHT_EQUAL;
+    S->base.clip = s->clip;
+    S->whole = (mm_gossip_tensor){0, s->dim};
+    S->base.tensors = &S->whole;
+    S->base.ntensors = 1;
+
+    for (uint32_t p = 0; p < s->npartitions; p++) {
+        S->p_at[p] = ns(s->partitions[p].at);
+        S->p_heal[p] = ns(s->partitions[p].heal);
+        for (uint32_t i = 0; i < S->n; i++) {
+            uint8_t g = 255;
+            for (uint32_t k = 0; k < s->partitions[p].ngroups && g == 255; k++)
+                if (mm_sim_set_has(s, &s->partitions[p].groups[k], i)) g = (uint8_t)k;
+            S->pgroup[(size_t)p * S->n + i] = g;
+        }
+    }
+
+    /* The schedule: starts, scheduled crashes, reports. */
+    for (uint32_t i = 0; i < S->n; i++) push(S, EV_START, i, ns(s->start_spread * i / S->n), 0, 0);
+    for (uint32_t c = 0; c < s->ncrashes; c++)
+        for (uint32_t i = 0; i < S->n; i++)
+            if (mm_sim_set_has(s, &s->crashes[c].nodes, i)) push(S, EV_SCHED_CRASH, i, ns(s->crashes[c].at), c, 0);
+    push(S, EV_REPORT, 0, 0, 0, 0);
+    return S->oom ? mm_error_set(err, MM_ERR_NOMEM, "out of memory") : 0;
+}
+
+static void teardown(sim *S)
+{
+    for (uint32_t i = 0; S->nodes && i < S->n; i++) {
+        sim_node *nd = &S->nodes[i];
+        for (int k = 0; k < SLOTS; k++) block_free(S, nd->snaps[k].p);
+        mm_gossip_free(nd->g);
+        free(nd->x);
+        sodium_memzero(nd->sk, sizeof nd->sk);
+    }
+    for (uint32_t i = 0; i < S->ncache; i++) free(S->cache[i]);
+    mm_net_free(S->net);
+    mm_engine_free(&S->e);
+    free(S->nodes);
+    free(S->mean0);
+    free(S->pgroup);
+    free(S->p_at);
+    free(S->p_heal);
+}
+
+int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, mm_error *err)
+{
+    static const mm_sim_opts none = {0};
+    if (sodium_init() < 0) return mm_error_set(err, MM_ERR_INVALID, "libsodium failed to initialise");
+    if (s->nodes == 0 || s->dim == 0 || s->nregions == 0 || !(s->period > 0) || !(s->report_every > 0))
+        return mm_error_set(err, MM_ERR_INVALID, "scenario '%s' is not valid", s->name);
+    sim S;
+    memset(&S, 0, sizeof S);
+    S.s = s;
+    S.o = o ? o : &none;
+    mm_engine_init(&S.e);
+    int rc = setup(&S, err);
+    if (!rc && S.o->out) print_start(&S);
+    mm_event ev;
+    while (!rc && mm_engine_pop(&S.e, S.end, &ev)) {
+        dispatch(&S, &ev);
+        if (S.oom || mm_net_failed(S.net)) {
+            rc = mm_error_set(err, MM_ERR_NOMEM, "out of memory (or out of snapshot slots) at t = %.3f s",
+                              (double)S.e.now / 1e9);
+            break;
+        }
+        if (S.o->progress && (S.e.processed & 0xffff) == 0)
+            S.o->progress(S.o->ctx, s, (double)S.e.now / 1e9, S.e.processed);
+    }
+    if (!rc) {
+        S.e.now = S.end;
+        mm_sim_result r;
+        memset(&r, 0, sizeof r);
+        report(&S, &r.last);
+        mm_net_stats st;
+        mm_net_get_stats(S.net, &st);
+        r.events = S.e.processed;
+        r.crashes = S.crashes;
+        r.restarts = S.restarts;
+        r.connects = st.connects;
+        r.refused = st.refused;
+        r.broken = st.broken;
+        r.stuck = S.stuck;
+        r.nonfinite_max = S.nonfinite_max;
+        r.core_bytes_peak = S.core_bytes_peak;
+        if (S.o->out) {
+            line_head(&S, "summary");
+            print_report(&S, &r.last);
+            fprintf(S.o->out,
+                    ",\"seed\":%llu,\"nodes\":%u,\"events\":%llu,\"connects\":%llu,\"refused\":%llu,\"broken\":%llu,"
+                    "\"crashes\":%llu,\"restarts\":%llu,\"nonfinite_max\":%u,\"stuck\":%llu,\"core_mib_peak\":%.1f",
+                    (unsigned long long)s->seed, s->nodes, (unsigned long long)r.events,
+                    (unsigned long long)r.connects, (unsigned long long)r.refused, (unsigned long long)r.broken,
+                    (unsigned long long)r.crashes, (unsigned long long)r.restarts, r.nonfinite_max,
+                    (unsigned long long)r.stuck, (double)r.core_bytes_peak / 1048576.0);
+            if (s->sweep_key[0])
+                fprintf(S.o->out, ",\"sweep_key\":\"%s\",\"sweep_value\":\"%s\"", s->sweep_key, s->sweep_value);
+            fputs("}\n", S.o->out);
+        }
+        teardown(&S);
+        r.leaked = S.live_allocs;
+        if (res) *res = r;
+        return 0;
+    }
+    teardown(&S);
+    return rc;
+}
