@@ -505,6 +505,65 @@ static void test_replayed_msg1(void **state)
     h_free_net(&net);
 }
 
+/* H5: with an allowlist, a node that holds the network key but is not on
+ * the list is refused at msg3; no session on either side. */
+static void test_allowlist(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c0 = h_config(0, netkey, 64, 0xab), c1 = h_config(1, netkey, 64, 0xab);
+    static uint8_t allowed[1][32];
+    memcpy(allowed[0], c1.identity_sk + 32, 32); /* only node 1 itself */
+    c1.allowlist = (const uint8_t(*)[32])allowed;
+    c1.nallow = 1;
+    h_add_node(&net, &c0, 1);
+    h_add_node(&net, &c1, 2);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_SEC(2));
+    assert_true(h_count_logs(&net.nodes[1], MM_LOG_REFUSED, -1, "allowlist") >= 1);
+    for (int i = 0; i < 2; i++) {
+        mm_gossip_stats st;
+        mm_gossip_get_stats(net.nodes[i].g, &st);
+        assert_int_equal(st.view, 0);
+        assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_PEER_UP, -1, NULL), 0);
+    }
+    h_free_net(&net);
+}
+
+/* H4: dialling a known peer and reaching another identity at its address
+ * aborts after msg2: msg3 (with our identity) is never sent. */
+static void test_wrong_identity_at_address(void **state)
+{
+    (void)state;
+    h_net net;
+    net_init(&net, 64);
+    mm_gossip_config c0 = h_config(0, netkey, 64, 0xab), c1 = h_config(1, netkey, 64, 0xab);
+    h_add_node(&net, &c0, 1);
+    h_add_node(&net, &c1, 2);
+    mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
+    h_run(&net, MM_SEC(1));
+    /* node 1 vanishes; node 2, another identity, takes its address */
+    net.nodes[1].down = true;
+    for (int k = 0; k < H_MAX_LINKS; k++) {
+        h_link *l = &net.links[k];
+        if (!l->used) continue;
+        int s0 = l->node[0] == 1 ? 1 : 0;
+        mm_gossip_closed(net.nodes[l->node[s0]].g, l->conn[s0], net.now);
+        free(l->q[0].buf);
+        free(l->q[1].buf);
+        memset(l, 0, sizeof *l);
+    }
+    mm_gossip_config c2 = h_config(2, netkey, 64, 0xab);
+    snprintf(c2.advertise, sizeof c2.advertise, "%s", net.nodes[1].addr);
+    h_add_node(&net, &c2, 3);
+    h_run(&net, net.now + MM_SEC(8)); /* node 0 probes the suspect peer at its address */
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "different identity") >= 1);
+    assert_int_equal(h_count_logs(&net.nodes[2], MM_LOG_PEER_UP, -1, NULL), 0); /* never learned who dialled */
+    net.nodes[1].down = false;
+    h_free_net(&net);
+}
+
 /* Membership: 6 nodes join through node 0; shuffles spread the records. */
 static void test_membership_and_leave(void **state)
 {
@@ -583,6 +642,8 @@ int main(void)
         cmocka_unit_test(test_handshake_lengths),
         cmocka_unit_test(test_silent_connection_times_out),
         cmocka_unit_test(test_replayed_msg1),
+        cmocka_unit_test(test_allowlist),
+        cmocka_unit_test(test_wrong_identity_at_address),
         cmocka_unit_test(test_membership_and_leave),
         cmocka_unit_test(test_crash_detected),
     };
