@@ -1980,3 +1980,18 @@ bool mm_gossip_next(mm_gossip *g, mm_action *act)
 }
 
 void mm_gossip_get_stats(const mm_gossip *g, mm_gossip_stats *s) { *s = g->st; }
+
+uint32_t mm_gossip_peers(const mm_gossip *g, mm_gossip_peer_info *out, uint32_t max)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < MM_VIEW_SIZE && n < max; i++) {
+        const peer *p = &g->peers[i];
+        if (!p->used) continue;
+        mm_gossip_peer_info *o = &out[n++];
+        memcpy(o->id, p->rec.id, MM_ID_BYTES);
+        memcpy(o->addr, p->rec.addr, MM_ADDR_MAX);
+        o->suspect = p->state == PEER_SUSPECT;
+        o->session = session_of((mm_gossip *)(uintptr_t)g, p->rec.id) != NULL;
+    }
+    return n;
+}

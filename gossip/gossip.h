@@ -153,4 +153,13 @@ typedef struct {
 } mm_gossip_stats;
 void mm_gossip_get_stats(const mm_gossip *g, mm_gossip_stats *s);
 
+/* The view, for status displays: up to max entries into out; returns how many. */
+typedef struct {
+    uint8_t id[MM_ID_BYTES];
+    char addr[MM_ADDR_MAX];
+    bool suspect; /* our own probes failed lately */
+    bool session; /* an open, greeted session */
+} mm_gossip_peer_info;
+uint32_t mm_gossip_peers(const mm_gossip *g, mm_gossip_peer_info *out, uint32_t max);
+
 #endif

@@ -595,11 +595,21 @@ static void write_status(netnode *n)
     fprintf(f,
             "{\"id\":\"%s\",\"listen\":\"%s\",\"state\":\"%s\",\"step\":%llu,\"samples\":%llu,\"epoch\":%u,"
             "\"loss\":%.4f,\"samples_per_s\":%.0f,\"peers\":%u,\"sessions\":%u,\"exchanges_ok\":%llu,"
-            "\"exchanges_failed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"uptime_s\":%.1f}\n",
+            "\"exchanges_failed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,\"uptime_s\":%.1f,\"view\":[",
             n->id_hex, n->listen_addr, names[n->state], (unsigned long long)n->step, (unsigned long long)n->samples,
             n->epoch, n->loss, n->rate, n->st.view, n->st.sessions, (unsigned long long)n->st.exchanges_ok,
             (unsigned long long)n->st.exchanges_failed, (unsigned long long)n->st.bytes_in,
             (unsigned long long)n->st.bytes_out, mm_now_s() - n->start);
+    mm_gossip_peer_info peers[MM_VIEW_SIZE];
+    uint32_t np = mm_gossip_peers(n->g, peers, MM_VIEW_SIZE);
+    for (uint32_t i = 0; i < np; i++) {
+        char id[17], addr[2 * MM_ADDR_MAX];
+        sodium_bin2hex(id, sizeof id, peers[i].id, 8);
+        json_text(addr, sizeof addr, peers[i].addr);
+        fprintf(f, "%s{\"id\":\"%s\",\"addr\":\"%s\",\"state\":\"%s\",\"session\":%s}", i ? "," : "", id, addr,
+                peers[i].suspect ? "suspect" : "alive", peers[i].session ? "true" : "false");
+    }
+    fputs("]}\n", f);
     if (fclose(f) == 0) rename(tmp, n->status_path);
 }
 

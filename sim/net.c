@@ -29,6 +29,7 @@ typedef struct {
     bool tx[2];       /* a segment of direction d is on the uplink */
     bool in_rr[2];    /* direction d waits in its node's round robin */
     bytes_q q[2];
+    uint64_t unsent[2]; /* given by side d's core, not yet reported sent to it */
     uint64_t last_arrival[2]; /* arrivals in direction d never go back in time */
 } flow;
 
@@ -416,6 +417,7 @@ static void on_up_done(mm_net *n, uint32_t node, uint32_t si, uint64_t epoch)
     uint32_t fi = s->flow, len = s->len;
     mm_conn_id c = f->conn[dir];
     f->tx[dir] = false;
+    f->unsent[dir] -= len < f->unsent[dir] ? len : f->unsent[dir];
     n->st.bytes += len;
     n->st.segments++;
     if (n->cfg.loss > 0 && mm_rng_uniform(&n->rng) < n->cfg.loss) {
@@ -544,6 +546,8 @@ void mm_net_send(mm_net *n, uint32_t node, mm_conn_id c, const uint8_t *data, si
         n->oom = true;
         return;
     }
+    f->unsent[side] += len;
+    if (f->unsent[side] > n->st.unsent_max) n->st.unsent_max = f->unsent[side];
     if (!f->in_rr[side]) rr_push(n, node, fi, side);
     start_next(n, node);
 }

@@ -73,6 +73,7 @@ typedef struct {
     uint64_t bytes;       /* payload bytes that left uplinks */
     uint64_t segments;
     uint64_t connects, refused, broken; /* broken: by loss */
+    uint64_t unsent_max; /* the most bytes a core had handed one connection and not yet heard sent */
 } mm_net_stats;
 
 mm_net *mm_net_new(const mm_net_config *cfg, const mm_net_hooks *hooks, mm_engine *engine);

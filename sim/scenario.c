@@ -33,6 +33,7 @@ void mm_scenario_defaults(mm_scenario *s)
     s->regions[0].up = s->regions[0].down = 10e6;
     s->latency[0][0] = 0.010;
     s->mean_down = 30;
+    s->k = 4;
 }
 
 uint32_t mm_scenario_region_of(const mm_scenario *s, uint32_t i)
@@ -400,7 +401,7 @@ static int load_crashes(ld *l, yaml_node_t *root, mm_scenario *s)
 static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration", "period", "encoding", "topology",
                                        "regions", "latency", "jitter", "bandwidth", "loss", "partitions", "churn",
                                        "crashes", "report_every", "start_spread", "step_ms", "clip", "bootstrap",
-                                       "warmup", "quiesce", "sweep", NULL};
+                                       "warmup", "quiesce", "sweep", "k", "campaign", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
@@ -416,7 +417,8 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
     uint64_t seed = s->seed;
     double jitter = 0, up = 10, down = 10, step_ms = 0, report = -1;
     int enc = MM_ENC_F32, boot = 0, topo = 0;
-    static const char *const topologies[] = {"protocol", NULL}, *const boots[] = {"first", "random", NULL};
+    static const char *const topologies[] = {"protocol", "complete", "ring", "torus", "kregular",
+                                                          "exponential", NULL}, *const boots[] = {"first", "random", NULL};
     if (name_(l, get(l, root, "", "name"), "name", s->name, sizeof s->name) ||
         uint_(l, get(l, root, "", "seed"), "seed", 0, UINT64_MAX, &seed) ||
         u32(l, get(l, root, "", "nodes"), "nodes", 1, MM_SIM_MAX_NODES, &s->nodes) ||
@@ -425,6 +427,8 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         num(l, get(l, root, "", "period"), "period", 0, 1e6, true, &s->period) ||
         choice(l, get(l, root, "", "encoding"), "encoding", enc_names, &enc) ||
         choice(l, get(l, root, "", "topology"), "topology", topologies, &topo) ||
+        u32(l, get(l, root, "", "k"), "k", 2, 64, &s->k) ||
+        u32(l, get(l, root, "", "campaign"), "campaign", 1, 100000000, &s->campaign) ||
         num(l, get(l, root, "", "jitter"), "jitter", 0, 1e6, false, &jitter) ||
         num(l, get(l, root, "", "loss"), "loss", 0, 1, false, &s->loss) ||
         num(l, get(l, root, "", "report_every"), "report_every", 0, 1e7, true, &report) ||
@@ -436,6 +440,8 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         choice(l, get(l, root, "", "bootstrap"), "bootstrap", boots, &boot))
         return MM_ERR_INVALID;
     if (s->loss >= 1) return fail(l, get(l, root, "", "loss"), "key 'loss': must be below 1");
+    if (s->k % 2) return fail(l, get(l, root, "", "k"), "key 'k': must be even");
+    s->topology = (uint8_t)topo;
     yaml_node_t *bw = get(l, root, "", "bandwidth");
     static const char *const bw_keys[] = {"up", "down", NULL};
     if (bw && check_keys(l, bw, "bandwidth", bw_keys) != 0) return MM_ERR_INVALID;

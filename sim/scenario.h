@@ -52,6 +52,19 @@ typedef struct {
  * random node that started before it (the joins then form a tree). */
 typedef enum { MM_SIM_BOOT_FIRST = 0, MM_SIM_BOOT_RANDOM = 1 } mm_sim_boot;
 
+/* Who averages with whom. PROTOCOL: the real cores, partners from their own
+ * peer sampling. The others are the ideal model on a fixed graph, no
+ * protocol: atomic pairwise averages along a uniformly random edge-end
+ * (docs/simulator.md, "Fixed topologies"). */
+typedef enum {
+    MM_SIM_TOPO_PROTOCOL = 0,
+    MM_SIM_TOPO_COMPLETE,
+    MM_SIM_TOPO_RING,
+    MM_SIM_TOPO_TORUS,
+    MM_SIM_TOPO_KREGULAR,
+    MM_SIM_TOPO_EXPONENTIAL,
+} mm_sim_topology;
+
 typedef struct {
     char name[64];
     int run; /* index of this run in its file */
@@ -73,6 +86,16 @@ typedef struct {
     double crash_rate, mean_down; /* per node per s; s */
     uint32_t ncrashes;
     mm_sim_crash crashes[MM_SIM_MAX_CRASHES];
+    uint8_t topology; /* mm_sim_topology */
+    uint32_t k;       /* degree of the k-regular graph (even) */
+    uint32_t campaign; /* > 0: a fault campaign of this many seeds (sim.h, mm_sim_campaign_draw) */
+    /* Faults the campaign draws (no YAML keys): slow trainers, and byzantine
+     * nodes that lend corrupt snapshots from byz_from to byz_until, then
+     * crash for good. */
+    mm_sim_set slow;
+    double slow_step; /* s */
+    mm_sim_set byz;
+    double byz_from, byz_until;
 } mm_scenario;
 
 typedef struct {

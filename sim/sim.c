@@ -24,6 +24,7 @@ enum {
     EV_RESTART,
     EV_JOIN_CHECK,
     EV_REPORT,
+    EV_IDEAL,
 };
 
 #define SLOTS 8                       /* snapshots lent / merges pending per node (the core runs <= 4 exchanges) */
@@ -49,8 +50,10 @@ typedef struct {
 } merge;
 
 typedef struct {
-    mm_gossip *g; /* NULL while down */
+    mm_gossip *g; /* NULL while down (and always with a fixed topology) */
+    bool up, byz;
     float *x;
+    float *x0;    /* byzantine nodes: the initial vector (what they lend as stale) */
     mm_rng rng;   /* the core's env->random */
     uint8_t sk[64];
     uint64_t incarnation, step, phase; /* step, phase: ns; hand-overs happen at phase + k * step */
@@ -80,6 +83,10 @@ typedef struct {
     long live_allocs;
     uint64_t core_bytes, core_bytes_peak; /* what all cores hold now, and at most */
     bool oom;
+    mm_sim_graph graph; /* fixed topologies */
+    uint64_t byz_from, byz_until;
+    uint64_t violations, merges, ideal_avg;
+    char violation[200];
     /* Large blocks (vectors, receive buffers) come and go with every
      * exchange; reusing them spares the kernel zeroing fresh pages. */
     void *cache[CACHE_SLOTS];
@@ -284,6 +291,45 @@ static void settle(sim *S, uint32_t i)
     arm(S, i, 0);
 }
 
+static bool byz_active(const sim *S, const sim_node *nd)
+{
+    return nd->byz && S->e.now >= S->byz_from && S->e.now < S->byz_until;
+}
+
+/* What a byzantine node lends instead of its vector: a non-finite value,
+ * huge values, or its stale initial vector. */
+static void corrupt(sim *S, const sim_node *nd, float *p)
+{
+    const uint32_t d = S->s->dim;
+    switch (mm_rng_below(&S->rng, 4)) {
+    case 0:
+        p[mm_rng_below(&S->rng, d)] = NAN;
+        break;
+    case 1:
+        p[mm_rng_below(&S->rng, d)] = mm_rng_below(&S->rng, 2) ? INFINITY : -INFINITY;
+        break;
+    case 2:
+        for (uint32_t k = 0; k < d; k++) p[k] = (k & 1) ? -1e30f : 1e30f;
+        break;
+    default:
+        memcpy(p, nd->x0, (size_t)d * sizeof *p);
+        break;
+    }
+}
+
+static void violation(sim *S, uint32_t i, const char *what)
+{
+    if (!S->violations++)
+        snprintf(S->violation, sizeof S->violation, "t = %.6f s, node %u: %s", (double)S->e.now / 1e9, i, what);
+}
+
+static bool all_finite(const float *v, uint64_t n)
+{
+    for (uint64_t k = 0; k < n; k++)
+        if (!isfinite(v[k])) return false;
+    return true;
+}
+
 /* Lend a copy of node i's vector for exchange xid. */
 static void on_snapshot(sim *S, uint32_t i, uint32_t xid)
 {
@@ -296,6 +342,7 @@ static void on_snapshot(sim *S, uint32_t i, uint32_t xid)
         return;
     }
     memcpy(p, nd->x, (size_t)S->s->dim * sizeof *p);
+    if (byz_active(S, nd)) corrupt(S, nd, p);
     nd->snaps[k] = (lent){true, xid, p};
     mm_gossip_snapshot_ready(nd->g, xid, p, 0, S->e.now);
     settle(S, i);
@@ -310,10 +357,30 @@ static void on_merge(sim *S, uint32_t i, uint32_t k)
     nd->merges[k].used = false;
     if (!m.used) return;
     float *x = nd->x;
+    if (byz_active(S, nd)) { /* a byzantine node keeps what it has */
+        mm_gossip_merge_done(nd->g, m.xid, S->e.now);
+        settle(S, i);
+        return;
+    }
+    if (!nd->byz) { /* the invariants of an honest node's merge */
+        S->merges++;
+        if (m.count != S->s->dim)
+            violation(S, i, "MERGE of the wrong length");
+        else if (m.snap ? !(m.w > 0.0f && m.w <= 0.5f) : m.w != 1.0f)
+            violation(S, i, "MERGE weight outside (0, 0.5] (or not 1 for a sync)");
+        else if (!all_finite(m.peer, m.count))
+            violation(S, i, "MERGE of non-finite peer data");
+        if (m.count != S->s->dim) {
+            mm_gossip_merge_done(nd->g, m.xid, S->e.now);
+            settle(S, i);
+            return;
+        }
+    }
     if (m.snap)
         for (uint64_t j = 0; j < m.count; j++) x[j] += m.w * (m.peer[j] - m.snap[j]);
     else
         memcpy(x, m.peer, m.count * sizeof *x);
+    if (!nd->byz && !all_finite(x, m.count)) violation(S, i, "an honest node holds a non-finite value");
     mm_gossip_merge_done(nd->g, m.xid, S->e.now);
     settle(S, i);
 }
@@ -423,6 +490,13 @@ static void bootstrap(sim *S, uint32_t i, uint32_t target)
 static void start_node(sim *S, uint32_t i, bool first)
 {
     sim_node *nd = &S->nodes[i];
+    if (S->s->topology != MM_SIM_TOPO_PROTOCOL) { /* the ideal model: no core */
+        nd->up = true;
+        nd->epoch++;
+        if (S->s->crash_rate > 0)
+            push(S, EV_CRASH, i, S->e.now + ns(exp_draw(&S->rng, 1.0 / S->s->crash_rate)), 0, nd->epoch);
+        return;
+    }
     mm_gossip_config cfg = S->base;
     memcpy(cfg.identity_sk, nd->sk, sizeof cfg.identity_sk);
     addr_of(i, PORT, cfg.advertise);
@@ -435,6 +509,7 @@ static void start_node(sim *S, uint32_t i, bool first)
         S->oom = true;
         return;
     }
+    nd->up = true;
     nd->epoch++;
     nd->timer_at = UINT64_MAX;
     mm_net_up(S->net, i);
@@ -461,7 +536,8 @@ static void start_node(sim *S, uint32_t i, bool first)
 static void crash_node(sim *S, uint32_t i)
 {
     sim_node *nd = &S->nodes[i];
-    if (!nd->g) return;
+    if (!nd->up) return;
+    nd->up = false;
     for (int k = 0; k < SLOTS; k++) {
         block_free(S, nd->snaps[k].p);
         nd->snaps[k] = (lent){0};
@@ -496,12 +572,14 @@ static void report(sim *S, mm_sim_report *r)
     uint32_t cnt = 0;
     for (uint32_t i = 0; i < S->n; i++) {
         const sim_node *nd = &S->nodes[i];
-        if (!nd->g) continue;
+        if (!nd->up) continue;
         r->alive++;
-        mm_gossip_stats st;
-        mm_gossip_get_stats(nd->g, &st);
-        r->view += st.view;
-        r->sessions += st.sessions;
+        if (nd->g) {
+            mm_gossip_stats st;
+            mm_gossip_get_stats(nd->g, &st);
+            r->view += st.view;
+            r->sessions += st.sessions;
+        }
         bool finite = true;
         for (uint32_t k = 0; k < d && finite; k++) finite = isfinite(nd->x[k]);
         if (!finite) {
@@ -521,7 +599,7 @@ static void report(sim *S, mm_sim_report *r)
         for (uint32_t k = 0; k < d; k++) m[k] /= cnt;
         for (uint32_t i = 0; i < S->n; i++) {
             const sim_node *nd = &S->nodes[i];
-            if (!nd->g) continue;
+            if (!nd->up) continue;
             bool finite = true;
             for (uint32_t k = 0; k < d && finite; k++) finite = isfinite(nd->x[k]);
             if (!finite) continue;
@@ -579,6 +657,27 @@ static void print_start(const sim *S)
 
 /* ------------------------------------------------------------ the run */
 
+/* The ideal model on a fixed graph: a uniformly random node and a uniformly
+ * random neighbour of it (a uniformly random edge, on a regular graph)
+ * replace both their vectors by the average, atomically. */
+static void ideal_average(sim *S)
+{
+    uint32_t i = (uint32_t)mm_rng_below(&S->rng, S->n), j;
+    if (S->s->topology == MM_SIM_TOPO_COMPLETE) {
+        if (S->n < 2) return;
+        j = (uint32_t)mm_rng_below(&S->rng, S->n - 1);
+        j += j >= i;
+    } else {
+        uint32_t deg = S->graph.off[i + 1] - S->graph.off[i];
+        if (!deg) return;
+        j = S->graph.adj[S->graph.off[i] + mm_rng_below(&S->rng, deg)];
+    }
+    if (i == j || !S->nodes[i].up || !S->nodes[j].up || net_blocked(S, i, j, S->e.now)) return;
+    float *a = S->nodes[i].x, *b = S->nodes[j].x;
+    for (uint32_t k = 0; k < S->s->dim; k++) a[k] = b[k] = 0.5f * (a[k] + b[k]);
+    S->ideal_avg++;
+}
+
 static void dispatch(sim *S, const mm_event *ev)
 {
     if (ev->kind >= MM_NET_EVENT_BASE) {
@@ -587,7 +686,7 @@ static void dispatch(sim *S, const mm_event *ev)
     }
     uint32_t i = ev->node;
     sim_node *nd = &S->nodes[i];
-    bool current = nd->g && ev->b == nd->epoch; /* the node is up in the life the event was made for */
+    bool current = nd->up && ev->b == nd->epoch; /* the node is up in the life the event was made for */
     switch (ev->kind) {
     case EV_START:
         start_node(S, i, true);
@@ -624,13 +723,13 @@ static void dispatch(sim *S, const mm_event *ev)
         break;
     case EV_SCHED_CRASH: {
         const mm_sim_crash *c = &S->s->crashes[ev->a];
-        if (!nd->g) break;
+        if (!nd->up) break;
         crash_node(S, i);
         if (c->down >= 0) push(S, EV_RESTART, i, S->e.now + ns(c->down), 0, nd->epoch);
         break;
     }
     case EV_RESTART:
-        if (nd->g || ev->b != nd->epoch) break;
+        if (nd->up || ev->b != nd->epoch) break;
         S->restarts++;
         start_node(S, i, false);
         break;
@@ -649,6 +748,12 @@ static void dispatch(sim *S, const mm_event *ev)
         on_report(S);
         uint64_t next = ns((double)(ev->a + 1) * S->s->report_every);
         if (next <= S->end) push(S, EV_REPORT, 0, next, ev->a + 1, 0);
+        break;
+    }
+    case EV_IDEAL: {
+        ideal_average(S);
+        uint64_t next = S->warmup + ns((double)(ev->a + 1) * S->s->period / S->n);
+        if (next < S->quiet_from && next <= S->end) push(S, EV_IDEAL, 0, next, ev->a + 1, 0);
         break;
     }
     default:
@@ -680,7 +785,8 @@ static int setup(sim *S, mm_error *err)
         region[i] = (uint16_t)r;
         up[i] = s->regions[r].up;
         down[i] = s->regions[r].down;
-        nd->step = ns(s->regions[r].step);
+        nd->step = ns(mm_sim_set_has(s, &s->slow, i) ? s->slow_step : s->regions[r].step);
+        nd->byz = mm_sim_set_has(s, &s->byz, i);
         nd->phase = nd->step ? mm_rng_below(&S->rng, nd->step) : 0;
         nd->timer_at = UINT64_MAX;
         if (!(nd->x = malloc((size_t)s->dim * sizeof *nd->x))) ok = false;
@@ -710,6 +816,17 @@ static int setup(sim *S, mm_error *err)
             S->mean0[k] += (double)S->nodes[i].x[k];
         }
     for (uint32_t k = 0; k < s->dim; k++) S->mean0[k] /= S->n;
+    S->byz_from = ns(s->byz_from);
+    S->byz_until = ns(s->byz_until);
+    for (uint32_t i = 0; i < S->n; i++)
+        if (S->nodes[i].byz) {
+            if (!(S->nodes[i].x0 = malloc((size_t)s->dim * sizeof(float))))
+                return mm_error_set(err, MM_ERR_NOMEM, "out of memory");
+            memcpy(S->nodes[i].x0, S->nodes[i].x, (size_t)s->dim * sizeof(float));
+        }
+    if (s->topology != MM_SIM_TOPO_PROTOCOL && s->topology != MM_SIM_TOPO_COMPLETE &&
+        mm_sim_graph_build(s, &S->graph) != 0)
+        return mm_error_set(err, MM_ERR_NOMEM, "out of memory for the graph");
 
     /* Identities from deterministic seeds; one network key; one model. */
     mm_rng kr;
@@ -749,6 +866,7 @@ static int setup(sim *S, mm_error *err)
         for (uint32_t i = 0; i < S->n; i++)
             if (mm_sim_set_has(s, &s->crashes[c].nodes, i)) push(S, EV_SCHED_CRASH, i, ns(s->crashes[c].at), c, 0);
     push(S, EV_REPORT, 0, 0, 0, 0);
+    if (s->topology != MM_SIM_TOPO_PROTOCOL) push(S, EV_IDEAL, 0, S->warmup + ns(s->period / S->n), 0, 0);
     return S->oom ? mm_error_set(err, MM_ERR_NOMEM, "out of memory") : 0;
 }
 
@@ -759,6 +877,7 @@ static void teardown(sim *S)
         for (int k = 0; k < SLOTS; k++) block_free(S, nd->snaps[k].p);
         mm_gossip_free(nd->g);
         free(nd->x);
+        free(nd->x0);
         sodium_memzero(nd->sk, sizeof nd->sk);
     }
     for (uint32_t i = 0; i < S->ncache; i++) free(S->cache[i]);
@@ -769,6 +888,7 @@ static void teardown(sim *S)
     free(S->pgroup);
     free(S->p_at);
     free(S->p_heal);
+    mm_sim_graph_free(&S->graph);
 }
 
 int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, mm_error *err)
@@ -811,16 +931,25 @@ int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, m
         r.stuck = S.stuck;
         r.nonfinite_max = S.nonfinite_max;
         r.core_bytes_peak = S.core_bytes_peak;
+        r.unsent_max = st.unsent_max;
+        if (st.unsent_max > (uint64_t)MM_SEND_WINDOW + MM_FRAME_HEADER + MM_FRAME_MAX_PLAIN + MM_FRAME_TAG)
+            violation(&S, 0, "a connection's queue at the simulator exceeded MM_SEND_WINDOW plus one frame");
+        r.violations = S.violations;
+        memcpy(r.violation, S.violation, sizeof r.violation);
+        r.merges = S.merges;
+        r.ideal_avg = S.ideal_avg;
         if (S.o->out) {
             line_head(&S, "summary");
             print_report(&S, &r.last);
             fprintf(S.o->out, /* purity-ok: the caller's stream */
                     ",\"seed\":%llu,\"nodes\":%u,\"events\":%llu,\"connects\":%llu,\"refused\":%llu,\"broken\":%llu,"
-                    "\"crashes\":%llu,\"restarts\":%llu,\"nonfinite_max\":%u,\"stuck\":%llu,\"core_mib_peak\":%.1f",
+                    "\"crashes\":%llu,\"restarts\":%llu,\"nonfinite_max\":%u,\"stuck\":%llu,\"core_mib_peak\":%.1f,"
+                    "\"violations\":%llu,\"unsent_max\":%llu",
                     (unsigned long long)s->seed, s->nodes, (unsigned long long)r.events,
                     (unsigned long long)r.connects, (unsigned long long)r.refused, (unsigned long long)r.broken,
                     (unsigned long long)r.crashes, (unsigned long long)r.restarts, r.nonfinite_max,
-                    (unsigned long long)r.stuck, (double)r.core_bytes_peak / 1048576.0);
+                    (unsigned long long)r.stuck, (double)r.core_bytes_peak / 1048576.0,
+                    (unsigned long long)r.violations, (unsigned long long)r.unsent_max);
             if (s->sweep_key[0])
                 fprintf(S.o->out, ",\"sweep_key\":\"%s\",\"sweep_value\":\"%s\"", s->sweep_key, s->sweep_value); /* purity-ok: the caller's stream */
             fputs("}\n", S.o->out);

@@ -35,6 +35,12 @@ typedef struct {
     uint32_t nonfinite_max; /* most nodes ever holding a non-finite value */
     long leaked;           /* the cores' allocations not freed at the end (0) */
     uint64_t core_bytes_peak; /* the most memory all cores held at once (allocated, not all touched) */
+    /* Invariants, checked as the run goes (docs/simulator.md, "Fault campaigns"). */
+    uint64_t violations;   /* MERGEs that broke an invariant, and honest nodes left holding a non-finite value */
+    char violation[200];   /* the first, with its time and node ("" if none) */
+    uint64_t merges;       /* MERGE actions applied by honest nodes */
+    uint64_t unsent_max;   /* the most bytes one connection had queued at the simulator, not yet sent */
+    uint64_t ideal_avg;    /* pairwise averages done (fixed topologies) */
 } mm_sim_result;
 
 typedef struct {
@@ -45,6 +51,26 @@ typedef struct {
     /* Called every 65536 events with the virtual time (s). */
     void (*progress)(void *ctx, const mm_scenario *s, double t, uint64_t events);
 } mm_sim_opts;
+
+/* A fixed topology's graph (adjacency lists; each edge appears at both
+ * ends, so a node's degree is off[i + 1] - off[i]). complete has none:
+ * every other node is a neighbour. */
+typedef struct {
+    uint32_t n;
+    uint32_t *off, *adj;
+} mm_sim_graph;
+int mm_sim_graph_build(const mm_scenario *s, mm_sim_graph *g);
+void mm_sim_graph_free(mm_sim_graph *g);
+
+/* A campaign's run for one seed: base with its seed replaced and a fault mix
+ * drawn from that seed (loss, partitions, crashes and restarts, slow
+ * trainers, byzantine nodes), every fault over by 40 % of the duration. */
+void mm_sim_campaign_draw(const mm_scenario *base, uint64_t seed, mm_scenario *out);
+/* Whether a campaign run kept every invariant and converged (consensus
+ * variance of the honest nodes up at the end below MM_SIM_CAMPAIGN_VAR);
+ * if not, why (one line). */
+#define MM_SIM_CAMPAIGN_VAR 1e-3
+bool mm_sim_campaign_verdict(const mm_scenario *s, const mm_sim_result *r, char *why, size_t len);
 
 /* Run one scenario. Returns 0, or a negative mm_err with err filled. */
 int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, mm_error *err);
