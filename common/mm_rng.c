@@ -1,6 +1,7 @@
 #include "mm_rng.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -54,5 +55,14 @@ void mm_rng_shuffle_u32(mm_rng *r, uint32_t *v, uint32_t n)
         uint32_t j = (uint32_t)mm_rng_below(r, i), t = v[i - 1];
         v[i - 1] = v[j];
         v[j] = t;
+    }
+}
+
+void mm_rng_fill(void *rng, void *buf, size_t n)
+{
+    uint8_t *b = buf;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t v = mm_rng_u64(rng);
+        memcpy(b + i, &v, n - i < 8 ? n - i : 8);
     }
 }

@@ -5,6 +5,7 @@
 #ifndef MM_RNG_H
 #define MM_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -19,6 +20,9 @@ uint64_t mm_rng_below(mm_rng *r, uint64_t n);
 double mm_rng_uniform(mm_rng *r);
 /* Standard normal (Box-Muller, one draw per call). */
 double mm_rng_normal(mm_rng *r);
+/* Fill buf with n random bytes. Its signature fits mm_gossip_env.random
+ * (ctx is the mm_rng), so a seeded generator can drive a gossip core. */
+void mm_rng_fill(void *rng, void *buf, size_t n);
 /* Fisher-Yates shuffle of n 32-bit values. */
 void mm_rng_shuffle_u32(mm_rng *r, uint32_t *v, uint32_t n);
 

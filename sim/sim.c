@@ -138,16 +138,6 @@ static uint32_t node_of(const sim *S, const char *addr)
     return i < S->n ? i : UINT32_MAX;
 }
 
-static void env_random(void *ctx, void *buf, size_t len)
-{
-    mm_rng *r = ctx;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = mm_rng_u64(r);
-        memcpy(b + i, &v, len - i < 8 ? len - i : 8);
-    }
-}
-
 static size_t block_size(const void *p) { return *(const size_t *)(const void *)((const uint8_t *)p - HDR); }
 
 static void *block_alloc(sim *S, size_t len)
@@ -502,7 +492,7 @@ static void start_node(sim *S, uint32_t i, bool first)
     addr_of(i, PORT, cfg.advertise);
     cfg.incarnation = ++nd->incarnation;
     mm_rng_seed(&nd->rng, derive(S->s->seed, 1, i, nd->incarnation));
-    mm_gossip_env env = {env_random, &nd->rng, env_alloc, env_free, S};
+    mm_gossip_env env = {mm_rng_fill, &nd->rng, env_alloc, env_free, S};
     nd->g = mm_gossip_new(&cfg, &env, S->e.now);
     sodium_memzero(cfg.identity_sk, sizeof cfg.identity_sk);
     if (!nd->g) {
@@ -831,12 +821,12 @@ static int setup(sim *S, mm_error *err)
     /* Identities from deterministic seeds; one network key; one model. */
     mm_rng kr;
     mm_rng_seed(&kr, derive(s->seed, 5, 0, 0));
-    env_random(&kr, S->base.network_key, sizeof S->base.network_key);
+    mm_rng_fill(&kr, S->base.network_key, sizeof S->base.network_key);
     for (uint32_t i = 0; i < S->n; i++) {
         uint8_t seed[32], pk[32];
         mm_rng ir;
         mm_rng_seed(&ir, derive(s->seed, 6, i, 0));
-        env_random(&ir, seed, sizeof seed);
+        mm_rng_fill(&ir, seed, sizeof seed);
         crypto_sign_seed_keypair(pk, S->nodes[i].sk, seed);
         sodium_memzero(seed, sizeof seed);
     }

@@ -48,13 +48,6 @@ static void f_free(void *ctx, void *p)
         free(p);
     }
 }
-static void f_random(void *ctx, void *buf, size_t n)
-{
-    mm_rng *r = ctx;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)mm_rng_u64(r);
-}
-
 #define NV 64
 
 typedef struct {
@@ -113,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c.exchange_period = MM_SEC(1);
         c.clip = true;
         mm_rng_seed(&sd[i].rng, (uint64_t)i + 1);
-        mm_gossip_env env = {f_random, &sd[i].rng, f_alloc, f_free, NULL};
+        mm_gossip_env env = {mm_rng_fill, &sd[i].rng, f_alloc, f_free, NULL};
         sd[i].g = mm_gossip_new(&c, &env, now);
         if (!sd[i].g) abort();
         for (int k = 0; k < NV; k++) sd[i].x[k] = (float)(k * (i + 1));

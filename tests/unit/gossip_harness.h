@@ -102,16 +102,6 @@ static void h_free(void *ctx, void *p)
     }
 }
 
-static void h_random(void *ctx, void *buf, size_t n)
-{
-    mm_rng *r = ctx;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < n; i += 8) {
-        uint64_t v = mm_rng_u64(r);
-        memcpy(b + i, &v, n - i < 8 ? n - i : 8);
-    }
-}
-
 /* A config for node i: identity from a seed, the given network key. */
 static mm_gossip_config h_config(int i, const uint8_t netkey[32], size_t n, uint8_t fp_byte)
 {
@@ -137,7 +127,7 @@ static int h_add_node(h_net *net, const mm_gossip_config *cfg, uint64_t seed)
     memset(nd, 0, sizeof *nd);
     snprintf(nd->addr, sizeof nd->addr, "%s", cfg->advertise);
     mm_rng_seed(&nd->rng, seed);
-    mm_gossip_env env = {h_random, &nd->rng, h_alloc, h_free, net};
+    mm_gossip_env env = {mm_rng_fill, &nd->rng, h_alloc, h_free, net};
     nd->g = mm_gossip_new(cfg, &env, net->now);
     nd->x = calloc(net->n, sizeof(float));
     return nd->g ? i : -1;
@@ -342,6 +332,22 @@ static void h_run(h_net *net, uint64_t until)
                 /* A deadline that stays in the past would spin a real event loop. */
                 if (mm_gossip_deadline(net->nodes[i].g) <= net->now && !h_drain(net, i)) net->stuck++;
             }
+    }
+}
+
+/* Node i crashes: its links vanish without a CLOSE frame; the others see
+ * their connections drop. */
+static void h_crash(h_net *net, int i)
+{
+    net->nodes[i].down = true;
+    for (int k = 0; k < H_MAX_LINKS; k++) {
+        h_link *l = &net->links[k];
+        if (!l->used || (l->node[0] != i && l->node[1] != i)) continue;
+        int s = l->node[0] == i ? 1 : 0; /* the surviving side */
+        if (l->node[s] != i) mm_gossip_closed(net->nodes[l->node[s]].g, l->conn[s], net->now);
+        free(l->q[0].buf);
+        free(l->q[1].buf);
+        memset(l, 0, sizeof *l);
     }
 }
 

@@ -544,16 +544,7 @@ static void test_wrong_identity_at_address(void **state)
     mm_gossip_bootstrap(net.nodes[0].g, net.nodes[1].addr, net.now);
     h_run(&net, MM_SEC(1));
     /* node 1 vanishes; node 2, another identity, takes its address */
-    net.nodes[1].down = true;
-    for (int k = 0; k < H_MAX_LINKS; k++) {
-        h_link *l = &net.links[k];
-        if (!l->used) continue;
-        int s0 = l->node[0] == 1 ? 1 : 0;
-        mm_gossip_closed(net.nodes[l->node[s0]].g, l->conn[s0], net.now);
-        free(l->q[0].buf);
-        free(l->q[1].buf);
-        memset(l, 0, sizeof *l);
-    }
+    h_crash(&net, 1);
     mm_gossip_config c2 = h_config(2, netkey, 64, 0xab);
     snprintf(c2.advertise, sizeof c2.advertise, "%s", net.nodes[1].addr);
     h_add_node(&net, &c2, 3);
@@ -602,17 +593,7 @@ static void test_crash_detected(void **state)
     }
     for (int i = 1; i < 3; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
     h_run(&net, MM_SEC(30));
-    /* Crash node 2: its links vanish without a CLOSE frame. */
-    net.nodes[2].down = true;
-    for (int k = 0; k < H_MAX_LINKS; k++) {
-        h_link *l = &net.links[k];
-        if (!l->used || (l->node[0] != 2 && l->node[1] != 2)) continue;
-        int s = l->node[0] == 2 ? 1 : 0;
-        mm_gossip_closed(net.nodes[l->node[s]].g, l->conn[s], net.now);
-        free(l->q[0].buf);
-        free(l->q[1].buf);
-        memset(l, 0, sizeof *l);
-    }
+    h_crash(&net, 2);
     h_run(&net, net.now + MM_SEC(60));
     assert_true(h_count_logs(&net.nodes[0], MM_LOG_PEER_DOWN, -1, "dead") >= 1);
     mm_gossip_stats s;

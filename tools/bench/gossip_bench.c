@@ -36,20 +36,12 @@ typedef struct {
 static node nodes[2];
 static uint64_t t_ns;
 
-static void rnd(void *ctx, void *buf, size_t n)
-{
-    mm_rng *r = ctx;
-    uint8_t *b = buf;
-    for (size_t i = 0; i < n; i += 8) {
-        uint64_t v = mm_rng_u64(r);
-        memcpy(b + i, &v, n - i < 8 ? n - i : 8);
-    }
-}
 static void *al(void *c, size_t n)
 {
     (void)c;
     return malloc(n);
 }
+
 static void fr(void *c, void *p)
 {
     (void)c;
@@ -189,7 +181,7 @@ int main(int argc, char **argv)
         c.tensors = &one;
         c.ntensors = 1;
         mm_rng_seed(&nd->rng, (uint64_t)i + 1);
-        mm_gossip_env env = {rnd, &nd->rng, al, fr, NULL};
+        mm_gossip_env env = {mm_rng_fill, &nd->rng, al, fr, NULL};
         nd->g = mm_gossip_new(&c, &env, 0);
         nd->x = malloc(params * sizeof(float));
         nd->snap = malloc(params * sizeof(float));
