@@ -45,14 +45,62 @@ static int parse_seed(const char *v, uint64_t *seed)
     return 0;
 }
 
+/* A fault campaign over the seeds first .. first + count - 1 of scenario s:
+ * one verdict per failing seed on stderr with the command that replays it,
+ * a one-line JSON summary on out. With one seed, that run's JSON lines too.
+ * Returns 0 if every seed passed, 1 if not. */
+static int run_campaign(const mm_scenario *base, const char *file, bool from_file, uint64_t first, uint64_t count,
+                        FILE *out, bool quiet, FILE *trace)
+{
+    uint64_t failed = 0, first_failed = 0, merges = 0, violations = 0, events = 0;
+    double var_max = 0, t0 = mm_now_s();
+    for (uint64_t k = 0; k < count; k++) {
+        mm_scenario s;
+        mm_sim_campaign_draw(base, first + k, &s);
+        mm_sim_opts o = {.out = count == 1 ? out : NULL, .trace = trace};
+        mm_sim_result r;
+        mm_error err = {0};
+        char why[600];
+        if (mm_sim_run(&s, &o, &r, &err) != 0) {
+            snprintf(why, sizeof why, "%s", err.msg);
+        } else {
+            merges += r.merges;
+            violations += r.violations;
+            events += r.events;
+            if (r.last.consensus_var > var_max) var_max = r.last.consensus_var;
+            if (mm_sim_campaign_verdict(&s, &r, why, sizeof why)) {
+                if (!quiet && count > 1 && (k + 1) % 100 == 0)
+                    fprintf(stderr, "sim: campaign: %llu of %llu seeds, %llu failed, %.1f s\n",
+                            (unsigned long long)(k + 1), (unsigned long long)count, (unsigned long long)failed,
+                            mm_now_s() - t0);
+                continue;
+            }
+        }
+        if (!failed++) first_failed = s.seed;
+        fprintf(stderr, "murmur sim: campaign: seed %llu FAILED: %s\n  replay: murmur sim %s%s --seed %llu\n",
+                (unsigned long long)s.seed, why, file, from_file ? "" : " --campaign 1", (unsigned long long)s.seed);
+    }
+    fprintf(out,
+            "{\"event\":\"campaign\",\"scenario\":\"%s\",\"first_seed\":%llu,\"seeds\":%llu,\"failed\":%llu,"
+            "\"first_failed\":%llu,\"merges\":%llu,\"violations\":%llu,\"events\":%llu,\"var_max\":%.3e,"
+            "\"wall_s\":%.1f}\n",
+            base->name, (unsigned long long)first, (unsigned long long)count, (unsigned long long)failed,
+            (unsigned long long)(failed ? first_failed : 0), (unsigned long long)merges,
+            (unsigned long long)violations, (unsigned long long)events, var_max, mm_now_s() - t0);
+    return failed ? 1 : 0;
+}
+
 int mm_cmd_sim(int argc, char **argv)
 {
-    const char *seed_s = NULL, *out_dir = NULL, *file = NULL;
+    const char *seed_s = NULL, *out_dir = NULL, *file = NULL, *campaign_s = NULL;
     bool trace = false, quiet = false;
     const mm_cli_opt opts[] = {
         {"seed", MM_OPT_STRING, &seed_s, "N", "replace every scenario's seed with N (to replay or vary a run)", 0, 0,
          NULL},
         {"out", MM_OPT_STRING, &out_dir, "DIR", "write DIR/results.jsonl instead of stdout (DIR is created)", 0, 0,
+         NULL},
+        {"campaign", MM_OPT_STRING, &campaign_s, "N",
+         "fault campaign: run N seeds (from --seed, else the scenario's), each with faults drawn from it", 0, 0,
          NULL},
         {"trace", MM_OPT_FLAG, &trace, NULL, "print every core's log lines on stderr (slow)", 0, 0, NULL},
         {"quiet", MM_OPT_FLAG, &quiet, NULL, "no progress lines on stderr", 0, 0, NULL},
@@ -76,6 +124,11 @@ int mm_cmd_sim(int argc, char **argv)
     if (rc) return rc;
     uint64_t seed = 0;
     if (seed_s && parse_seed(seed_s, &seed) != 0) return MM_EXIT_USAGE;
+    uint64_t campaign = 0;
+    if (campaign_s && (parse_seed(campaign_s, &campaign) != 0 || campaign == 0)) {
+        fprintf(stderr, "murmur sim: --campaign: give a number of seeds (1 or more)\n");
+        return MM_EXIT_USAGE;
+    }
 
     mm_scenario_list runs = {0};
     mm_error err = {0};
@@ -105,6 +158,12 @@ int mm_cmd_sim(int argc, char **argv)
     for (size_t i = 0; i < runs.n && rc == 0; i++) {
         mm_scenario *s = &runs.v[i];
         if (seed_s && strcmp(s->sweep_key, "seed") != 0) s->seed = seed;
+        if (campaign || s->campaign) { /* --seed S with a file's campaign: replay seed S alone */
+            uint64_t count = campaign ? campaign : seed_s ? 1 : s->campaign;
+            rc = run_campaign(s, file, !campaign, s->seed, count, out, quiet, trace ? stderr : NULL);
+            fflush(out);
+            continue;
+        }
         ps.start = ps.last = mm_now_s();
         mm_sim_result r;
         if (mm_sim_run(s, &o, &r, &err) != 0) {

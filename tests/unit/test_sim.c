@@ -340,7 +340,7 @@ static void test_scenario_keys(void **state)
     parse_bad("loss: 1.5\n", "key 'loss'");
     parse_bad("period: 0\n", "key 'period'");
     parse_bad("encoding: f64\n", "key 'encoding'");
-    parse_bad("topology: ring\n", "key 'topology'");
+    parse_bad("topology: grid\n", "key 'topology'");
     parse_bad("seed: 1\nseed: 2\n", "given twice");
     parse_bad("nodes: 9\nregions: [{name: a, nodes: 3}]\n", "key 'nodes'");
     parse_bad("regions: [{name: a, nodes: 3}, {name: b, nodes: 2}]\nlatency: [[1, 2]]\n", "key 'latency'");
@@ -541,6 +541,136 @@ static void test_churn_converges(void **state)
     assert_true(r.last.consensus_var < 1e-2 * rs.r[0].consensus_var);
 }
 
+/* ------------------------------------------------------------ fixed topologies against theory */
+
+/* lambda_2 of W = I - L / (2m), the expected averaging matrix of one
+ * activation of a uniformly random edge (L: the graph's Laplacian, m its
+ * edges), by power iteration on W deflated of the all-ones vector (every
+ * eigenvalue of W is in [0, 1], so the largest one left is lambda_2). */
+static double lambda2(const mm_sim_graph *g)
+{
+    const uint32_t n = g->n;
+    const double m2 = g->off[n]; /* 2m: edge ends */
+    double *v = malloc(n * sizeof *v), *w = malloc(n * sizeof *w), lam = 0;
+    assert_non_null(v);
+    assert_non_null(w);
+    mm_rng r;
+    mm_rng_seed(&r, 5);
+    for (uint32_t i = 0; i < n; i++) v[i] = mm_rng_uniform(&r) - 0.5;
+    for (int it = 0; it < 200000; it++) {
+        double mean = 0, nv = 0, nw = 0, dot = 0;
+        for (uint32_t i = 0; i < n; i++) mean += v[i];
+        mean /= n;
+        for (uint32_t i = 0; i < n; i++) v[i] -= mean;
+        for (uint32_t i = 0; i < n; i++) nv += v[i] * v[i];
+        for (uint32_t i = 0; i < n; i++) {
+            double lv = 0;
+            for (uint32_t e = g->off[i]; e < g->off[i + 1]; e++) lv += v[i] - v[g->adj[e]];
+            w[i] = v[i] - lv / m2;
+            dot += v[i] * w[i];
+            nw += w[i] * w[i];
+        }
+        lam = dot / nv; /* Rayleigh quotient */
+        for (uint32_t i = 0; i < n; i++) v[i] = w[i] / sqrt(nw);
+    }
+    free(v);
+    free(w);
+    return lam;
+}
+
+/* Random pairwise gossip on a fixed graph (the ideal model, no protocol):
+ * the consensus variance falls per round (n activations) by lambda_2^n in
+ * the long run (docs/simulator.md, "Fixed topologies"). */
+static void check_graph_rate(const char *yaml, double t1, double t2, double every)
+{
+    mm_scenario_list l;
+    parse_ok(yaml, &l);
+    mm_sim_graph g;
+    assert_int_equal(mm_sim_graph_build(&l.v[0], &g), 0);
+    double lam = lambda2(&g);
+    double pred = -2.0 * (double)g.n * log(lam); /* predicted decay rate of ln(variance) per round */
+    mm_sim_graph_free(&g);
+    mm_scenario_list_free(&l);
+    static reports rs;
+    double mean_rate = 0;
+    const int seeds = 4;
+    for (int s = 1; s <= seeds; s++) {
+        mm_sim_result res = run_yaml(yaml, (uint64_t)s, NULL, &rs);
+        assert_true(res.ideal_avg > 0);
+        double v1 = rs.r[(int)(t1 / every + 0.5)].consensus_var, v2 = rs.r[(int)(t2 / every + 0.5)].consensus_var;
+        mean_rate += log(v1 / v2) / (t2 - t1) / seeds;
+        assert_true(rs.r[rs.n - 1].mean_err < 1e-5);
+    }
+    print_message("%.14s: lambda_2 = 1 - %.4e, predicted %.5f per round, measured %.5f (ratio %.3f)\n", strstr(yaml, "topology"), 1 - lam,
+                  pred, mean_rate, mean_rate / pred);
+    (void)0;
+    assert_true(fabs(mean_rate / pred - 1.0) < 0.10);
+}
+
+static void test_topology_theory(void **state)
+{
+    (void)state;
+    check_graph_rate("nodes: 64\ndim: 64\ntopology: ring\nduration: 1000\nreport_every: 50\n", 300, 1000, 50);
+    check_graph_rate("nodes: 64\ndim: 64\ntopology: torus\nduration: 75\nreport_every: 5\n", 25, 75, 5);
+}
+
+static void test_topologies_run(void **state)
+{
+    (void)state;
+    static reports rs;
+    const char *const yamls[] = {"nodes: 40\ntopology: complete\nduration: 20\n",
+                                 "nodes: 40\ntopology: kregular\nk: 6\nduration: 20\n",
+                                 "nodes: 40\ntopology: exponential\nduration: 20\n"};
+    for (int i = 0; i < 3; i++) {
+        mm_sim_result res = run_yaml(yamls[i], 0, NULL, &rs);
+        assert_true(res.last.consensus_var < 1e-4);
+        assert_int_equal(res.violations, 0);
+    }
+    parse_bad("topology: kregular\nk: 3\n", "'k'");
+}
+
+/* ------------------------------------------------------------ fault campaign */
+
+/* The fixed seeds of tests/sim/campaign_seeds.txt, each with its own fault
+ * mix (loss, partitions, crashes, slow and byzantine nodes), must keep every
+ * invariant and converge. */
+static void test_campaign_seeds(void **state)
+{
+    (void)state;
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s", __FILE__);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    snprintf(path, sizeof path, "%s/../sim/campaign.yaml", dir);
+    mm_scenario_list l = {0};
+    mm_error err = {0};
+    if (mm_scenario_load(path, &l, &err) != 0) fail_msg("%s", err.msg);
+    assert_true(l.v[0].campaign > 0);
+    snprintf(path, sizeof path, "%s/../sim/campaign_seeds.txt", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    unsigned long long seed;
+    int runs = 0, byz = 0, parts = 0;
+    while (fscanf(f, "%llu", &seed) == 1) {
+        mm_scenario s;
+        mm_sim_campaign_draw(&l.v[0], seed, &s);
+        byz += s.byz.n > 0;
+        parts += s.npartitions > 0;
+        mm_sim_result r;
+        if (mm_sim_run(&s, NULL, &r, &err) != 0) fail_msg("seed %llu: %s", seed, err.msg);
+        char why[600];
+        if (!mm_sim_campaign_verdict(&s, &r, why, sizeof why))
+            fail_msg("seed %llu: %s (replay: murmur sim tests/sim/campaign.yaml --seed %llu)", seed, why, seed);
+        assert_true(r.merges > 0);
+        runs++;
+    }
+    fclose(f);
+    mm_scenario_list_free(&l);
+    print_message("campaign: %d seeds passed (%d with byzantine nodes, %d with partitions)\n", runs, byz, parts);
+    assert_true(runs >= 20);
+    assert_true(byz > 0 && parts > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +685,9 @@ int main(void)
         cmocka_unit_test(test_mass_conservation),
         cmocka_unit_test(test_partition_heals),
         cmocka_unit_test(test_churn_converges),
+        cmocka_unit_test(test_topology_theory),
+        cmocka_unit_test(test_topologies_run),
+        cmocka_unit_test(test_campaign_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
