@@ -686,9 +686,11 @@ static bool clip_vector(mm_gossip *g, exch *x)
     float *r = x->recv;
     uint32_t far = 0;
     double scale[64];
-    uint32_t nt = g->cfg.ntensors < 64 ? g->cfg.ntensors : 64;
+    const mm_gossip_tensor whole = {0, g->cfg.params}; /* no layout given: one tensor */
+    const mm_gossip_tensor *tensors = g->cfg.ntensors ? g->tensors : &whole;
+    uint32_t nt = g->cfg.ntensors == 0 ? 1 : g->cfg.ntensors < 64 ? g->cfg.ntensors : 64;
     for (uint32_t t = 0; t < nt; t++) {
-        const mm_gossip_tensor *tn = &g->tensors[t];
+        const mm_gossip_tensor *tn = &tensors[t];
         double d2 = 0;
         for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) {
             double d = (double)r[i] - (double)s[i];
@@ -696,8 +698,15 @@ static bool clip_vector(mm_gossip *g, exch *x)
         }
         double d = sqrt(d2);
         clip_state *cs = &g->clips[t];
-        double tau = HUGE_VAL;
-        if (cs->n >= MM_CLIP_MIN_HISTORY) {
+        double tau;
+        if (cs->n < MM_CLIP_MIN_HISTORY) {
+            /* No history yet (a new or restarted node): bound by our own
+             * tensor's norm, so a first vector of 1e30s is refused too. */
+            double n2 = 0;
+            for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) n2 += (double)s[i] * (double)s[i];
+            tau = MM_CLIP_BOOT * sqrt(n2);
+            if (tau < MM_CLIP_FLOOR) tau = MM_CLIP_FLOOR;
+        } else {
             double h[MM_CLIP_HISTORY];
             uint32_t n = cs->n;
             memcpy(h, cs->hist, n * sizeof *h);
@@ -708,7 +717,7 @@ static bool clip_vector(mm_gossip *g, exch *x)
                     h[j - 1] = tmp;
                 }
             tau = 2.0 * (n % 2 ? h[n / 2] : 0.5 * (h[n / 2 - 1] + h[n / 2]));
-            if (tau < 1e-6) tau = 1e-6;
+            if (tau < MM_CLIP_FLOOR) tau = MM_CLIP_FLOOR;
         }
         if (d > MM_CLIP_REFUSE * tau) far++;
         scale[t] = d > tau ? tau / d : 1.0;
@@ -720,7 +729,7 @@ static bool clip_vector(mm_gossip *g, exch *x)
     if (nt && far * 2 > nt) return false;
     for (uint32_t t = 0; t < nt; t++) {
         if (scale[t] >= 1.0) continue;
-        const mm_gossip_tensor *tn = &g->tensors[t];
+        const mm_gossip_tensor *tn = &tensors[t];
         float k = (float)scale[t];
         for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) r[i] = s[i] + k * (r[i] - s[i]);
     }
@@ -1668,15 +1677,19 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
     g->cfg = *cfg;
     g->env = *env;
     g->cfg.tensors = NULL;
+    g->clips = g_alloc(g, (cfg->ntensors ? cfg->ntensors : 1) * sizeof *g->clips);
+    if (!g->clips) {
+        mm_gossip_free(g);
+        return NULL;
+    }
+    memset(g->clips, 0, (cfg->ntensors ? cfg->ntensors : 1) * sizeof *g->clips);
     if (cfg->ntensors) {
         g->tensors = g_alloc(g, cfg->ntensors * sizeof *g->tensors);
-        g->clips = g_alloc(g, cfg->ntensors * sizeof *g->clips);
-        if (!g->tensors || !g->clips) {
+        if (!g->tensors) {
             mm_gossip_free(g);
             return NULL;
         }
         memcpy(g->tensors, cfg->tensors, cfg->ntensors * sizeof *g->tensors);
-        memset(g->clips, 0, cfg->ntensors * sizeof *g->clips);
         for (uint32_t i = 0; i < cfg->ntensors; i++)
             if (g->tensors[i].offset + g->tensors[i].count > cfg->params) {
                 mm_gossip_free(g);

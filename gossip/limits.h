@@ -67,6 +67,8 @@
 #define MM_CLIP_HISTORY 32              /* distances remembered per tensor for the adaptive bound */
 #define MM_CLIP_MIN_HISTORY 4           /* below this many, no clipping yet */
 #define MM_CLIP_REFUSE 8.0              /* distance > 8 tau on most tensors: refuse */
+#define MM_CLIP_BOOT 4.0                /* before MM_CLIP_MIN_HISTORY: tau = 4 x our own tensor's norm */
+#define MM_CLIP_FLOOR 1e-6              /* tau never goes below this */
 
 /* msgpack pre-validation */
 #define MM_MP_MAX_DEPTH 4
