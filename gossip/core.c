@@ -139,6 +139,7 @@ struct mm_gossip {
     uint64_t sync_started, sync_wanted_since;
 
     uint64_t next_exchange, next_shuffle, deadline;
+    uint32_t refused_in_a_row; /* our vector refused as too far, by consecutive partners */
     mm_action q[ACTQ_CAP];
     uint32_t q_head, q_len;
     uint8_t scratch[MM_FRAME_MAX_PLAIN + MM_FRAME_TAG];
@@ -755,6 +756,11 @@ static void try_finish(mm_gossip *g, exch *x, uint64_t now)
     if (!x->validated) {
         if (g->cfg.clip && g->clips && !clip_vector(g, x)) {
             penalize(g, x->peer_id, MM_PENALTY_INVALID, now);
+            /* Say why before aborting: a node refused by several peers in a
+             * row knows it is the outlier and re-syncs. */
+            conn *rc = find_conn(g, x->conn);
+            if (rc && rc->state == CONN_OPEN && !rc->closing)
+                send_refusal(g, rc, MM_MSG_BUSY, x->xid, MM_REFUSE_INVALID, "too far");
             abort_exchange(g, x, true, "vector refused: too far from ours", now);
             return;
         }
@@ -1310,7 +1316,19 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
         break;
     case MM_MSG_BUSY: {
         exch *x = find_exch_wire(g, c->id, m.u.refuse.xid);
-        if (x && x->conn == c->id && x->initiator) abort_exchange(g, x, false, "peer busy", now);
+        if (m.u.refuse.code == MM_REFUSE_INVALID && x && x->kind == EXCH_AVERAGE && !x->merging) {
+            abort_exchange(g, x, false, "our vector was refused: too far from the peer's", now);
+            if (++g->refused_in_a_row >= MM_REFUSED_RESYNC && !g->sync_active && !g->sync_wanted) {
+                logf_(g, MM_LOG_INFO, NULL, "refused by %u peers in a row: fetching the network's parameters",
+                      g->refused_in_a_row);
+                g->refused_in_a_row = 0;
+                g->sync_wanted = true;
+                g->sync_wanted_since = now;
+                g->sync_gathered = false;
+            }
+        } else if (x && x->conn == c->id && x->initiator) {
+            abort_exchange(g, x, false, "peer busy", now);
+        }
         break;
     }
     case MM_MSG_ERROR: {
@@ -1557,6 +1575,23 @@ static peer *random_live_peer(mm_gossip *g, uint64_t now, bool need_idle)
 
 static void do_timers(mm_gossip *g, uint64_t now)
 {
+    /* Exchanges first: one that ends here frees its connection for the
+     * idle check below, in the same tick (else that deadline stays past). */
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++) {
+        exch *x = &g->exchs[i];
+        if (!x->used || x->merging || x->sync_done) continue;
+        if (now >= x->deadline) {
+            abort_exchange(g, x, true, "deadline passed", now);
+        } else if (now >= x->window_start + MM_EXCH_PROGRESS_WINDOW) {
+            bool waiting = x->expect_recv && !x->recv_end && x->acked;
+            if (waiting && x->window_bytes < MM_EXCH_PROGRESS_MIN) {
+                abort_exchange(g, x, true, "peer sends too slowly", now);
+                continue;
+            }
+            x->window_start = now;
+            x->window_bytes = 0;
+        }
+    }
     for (uint32_t i = 0; i < g->nconns; i++) {
         conn *c = &g->conns[i];
         if (c->state == CONN_FREE || c->closing) continue;
@@ -1577,21 +1612,6 @@ static void do_timers(mm_gossip *g, uint64_t now)
             m.u.ping.nonce = rand_u64(g);
             send_msg(g, c, &m);
             c->last_tx = now;
-        }
-    }
-    for (int i = 0; i < MM_MAX_EXCHANGES; i++) {
-        exch *x = &g->exchs[i];
-        if (!x->used || x->merging || x->sync_done) continue;
-        if (now >= x->deadline) {
-            abort_exchange(g, x, true, "deadline passed", now);
-        } else if (now >= x->window_start + MM_EXCH_PROGRESS_WINDOW) {
-            bool waiting = x->expect_recv && !x->recv_end && x->acked;
-            if (waiting && x->window_bytes < MM_EXCH_PROGRESS_MIN) {
-                abort_exchange(g, x, true, "peer sends too slowly", now);
-                continue;
-            }
-            x->window_start = now;
-            x->window_bytes = 0;
         }
     }
     for (int i = 0; i < MM_VIEW_SIZE; i++) {
@@ -1939,6 +1959,7 @@ void mm_gossip_merge_done(mm_gossip *g, uint32_t xid, uint64_t now)
     exch *x = find_exch_local(g, xid);
     if (x && x->merging) {
         if (x->kind == EXCH_SYNC) x->snap_wanted = false; /* a sync never lent a snapshot */
+        g->refused_in_a_row = 0;
         log_exchange(g, x, true, x->kind == EXCH_SYNC ? "state replaced" : "merged", now);
         g->st.exchanges_ok++;
         free_exch(g, x);

@@ -69,6 +69,7 @@
 #define MM_CLIP_REFUSE 8.0              /* distance > 8 tau on most tensors: refuse */
 #define MM_CLIP_BOOT 4.0                /* before MM_CLIP_MIN_HISTORY: tau = 4 x our own tensor's norm */
 #define MM_CLIP_FLOOR 1e-6              /* tau never goes below this */
+#define MM_REFUSED_RESYNC 3             /* refused as too far by this many partners in a row: re-sync */
 
 /* msgpack pre-validation */
 #define MM_MP_MAX_DEPTH 4
