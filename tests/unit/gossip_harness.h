@@ -335,6 +335,17 @@ static void h_run(h_net *net, uint64_t until)
     }
 }
 
+/* n nodes on one network (vectors of dim floats), all joining through
+ * node 0. */
+static void h_star(h_net *net, const uint8_t netkey[32], int n, size_t dim, uint64_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        mm_gossip_config c = h_config(i, netkey, dim, 0xab);
+        h_add_node(net, &c, seed + (uint64_t)i);
+    }
+    for (int i = 1; i < n; i++) mm_gossip_bootstrap(net->nodes[i].g, net->nodes[0].addr, net->now);
+}
+
 /* Node i crashes: its links vanish without a CLOSE frame; the others see
  * their connections drop. */
 static void h_crash(h_net *net, int i)

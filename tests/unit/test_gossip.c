@@ -561,11 +561,7 @@ static void test_membership_and_leave(void **state)
     (void)state;
     h_net net;
     net_init(&net, 64);
-    for (int i = 0; i < 6; i++) {
-        mm_gossip_config c = h_config(i, netkey, 64, 0xab);
-        h_add_node(&net, &c, 50 + (uint64_t)i);
-    }
-    for (int i = 1; i < 6; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
+    h_star(&net, netkey, 6, 64, 50);
     h_run(&net, MM_SEC(60));
     for (int i = 0; i < 6; i++) {
         mm_gossip_stats s;
@@ -587,11 +583,7 @@ static void test_crash_detected(void **state)
     (void)state;
     h_net net;
     net_init(&net, 64);
-    for (int i = 0; i < 3; i++) {
-        mm_gossip_config c = h_config(i, netkey, 64, 0xab);
-        h_add_node(&net, &c, 70 + (uint64_t)i);
-    }
-    for (int i = 1; i < 3; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
+    h_star(&net, netkey, 3, 64, 70);
     h_run(&net, MM_SEC(30));
     h_crash(&net, 2);
     h_run(&net, net.now + MM_SEC(60));
