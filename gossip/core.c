@@ -541,7 +541,7 @@ static void mark_suspect(mm_gossip *g, const uint8_t *id, uint64_t now)
 }
 
 /* An open, greeted session with id, or NULL. */
-static conn *session_of(mm_gossip *g, const uint8_t *id)
+static conn *session_of(const mm_gossip *g, const uint8_t *id)
 {
     for (uint32_t i = 0; i < g->nconns; i++) {
         conn *c = &g->conns[i];
@@ -2025,7 +2025,7 @@ uint32_t mm_gossip_peers(const mm_gossip *g, mm_gossip_peer_info *out, uint32_t 
         memcpy(o->id, p->rec.id, MM_ID_BYTES);
         memcpy(o->addr, p->rec.addr, MM_ADDR_MAX);
         o->suspect = p->state == PEER_SUSPECT;
-        o->session = session_of((mm_gossip *)(uintptr_t)g, p->rec.id) != NULL;
+        o->session = session_of(g, p->rec.id) != NULL;
     }
     return n;
 }
