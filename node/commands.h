@@ -11,5 +11,6 @@ int mm_cmd_netkey(int argc, char **argv);
 int mm_cmd_status(int argc, char **argv);
 int mm_cmd_demo(int argc, char **argv);
 int mm_cmd_sim(int argc, char **argv);
+int mm_cmd_xbench(int argc, char **argv);
 
 #endif

@@ -18,7 +18,7 @@ void mb_destroy(mailbox *mb)
 {
     mb_msg *m;
     while ((m = mb_take(mb, false)) != NULL) {
-        if (m->kind == MB_SNAPSHOT) free(m->ptr);
+        if (m->kind == MB_SNAPSHOT || m->kind == MB_WANT_SNAPSHOT) free(m->ptr);
         free(m);
     }
     uv_cond_destroy(&mb->cv);

@@ -14,7 +14,7 @@
 
 typedef enum {
     /* loop -> trainer */
-    MB_WANT_SNAPSHOT, /* copy the live parameters for exchange xid */
+    MB_WANT_SNAPSHOT, /* copy the live parameters for exchange xid (into ptr: a spare buffer, if not NULL) */
     MB_MERGE,         /* x += w * (peer - snap), or x = peer when snap is NULL */
     MB_STOP,          /* finish: checkpoint and exit the thread */
     /* trainer -> loop */

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"netkey", mm_cmd_netkey, "create a network key file"},
     {"status", mm_cmd_status, "show a running node's peers and counters"},
     {"sim", mm_cmd_sim, "run a simulated network from a scenario file"},
+    {"exchange-bench", mm_cmd_xbench, "time exchanges between two nodes on 127.0.0.1 (a benchmark)"},
 };
 
 static void usage(FILE *f)

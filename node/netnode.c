@@ -62,6 +62,7 @@ typedef struct netnode {
         uint32_t xid;
         float *p;
     } snaps[MAX_SNAPS];
+    float *spare_snap; /* a released snapshot buffer, lent again (saves page faults) */
     int pending_merges;
     node_state state;
     double state_since, start;
@@ -79,6 +80,13 @@ typedef struct netnode {
     double st_prev_t, mbps_in, mbps_out;
     int exit_code;
     bool tty;
+    /* exchange benchmark */
+    struct {
+        bool running, logged;
+        int done;       /* rounds finished, the warm-up included */
+        double t0, secs[64];
+        uint64_t bytes_out;
+    } bench;
 } netnode;
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
@@ -165,8 +173,10 @@ static bool trainer_handle(netnode *n, mb_msg *m)
         r.xid = m->xid;
         r.samples = t->samples;
         if (mm_trainer_backend_error(t, NULL) == 0) { /* a failed device lends nothing */
-            r.ptr = malloc(total * sizeof(float));
+            r.ptr = m->ptr ? m->ptr : malloc(total * sizeof(float)); /* the loop may give a spare buffer */
             if (r.ptr) be->ops->to_host(be, r.ptr, t->model->params, total * sizeof(float));
+        } else {
+            free(m->ptr);
         }
         mb_post(&n->to_loop, &r);
         break;
@@ -279,13 +289,16 @@ static void trainer_main(void *arg)
     }
     double loss = 0;
     mb_msg x = {.kind = MB_EXITED, .step = t->step, .samples = t->samples, .epoch = t->epoch};
-    x.acc = mm_trainer_evaluate(t, &t->test, &loss);
+    if (t->test.n) x.acc = mm_trainer_evaluate(t, &t->test, &loss);
     x.loss = loss;
     trainer_checkpoint(n);
     mb_post(&n->to_loop, &x);
 }
 
 /* ------------------------------------------------------- connections */
+
+static void set_state(netnode *n, node_state s);
+static void stop_trainer(netnode *n);
 
 static nconn *conn_find(netnode *n, mm_conn_id id)
 {
@@ -461,6 +474,11 @@ static void on_log(netnode *n, const mm_action *a)
                peer, a->ok ? "true" : "false", (unsigned long long)a->bytes_in, (unsigned long long)a->bytes_out,
                (double)a->duration / 1e6, n->cfg.encoding, text);
         if (!a->ok) say(n, "%s", a->text);
+        if (n->bench.running) {
+            n->bench.logged = true;
+            if (!a->ok) n->bench.running = false; /* bench_next tries again */
+            n->bench.bytes_out = a->bytes_out;
+        }
         break;
     case MM_LOG_PEER_UP:
         metric(n, "\"event\":\"peer_up\",\"peer\":\"%s\",\"text\":\"%s\"", peer, text);
@@ -469,6 +487,8 @@ static void on_log(netnode *n, const mm_action *a)
     case MM_LOG_PEER_DOWN:
         metric(n, "\"event\":\"peer_down\",\"peer\":\"%s\",\"text\":\"%s\"", peer, text);
         say(n, "%s", a->text);
+        if (n->cfg.bench_params && n->cfg.bootstrap.n == 0 && n->state == ST_TRAINING) /* served: done */
+            stop_trainer(n);
         break;
     case MM_LOG_REFUSED:
         metric(n, "\"event\":\"refused\",\"peer\":\"%s\",\"text\":\"%s\"", peer, text);
@@ -523,7 +543,8 @@ static void flush(netnode *n)
             break;
         }
         case MM_ACT_WANT_SNAPSHOT: {
-            mb_msg m = {.kind = MB_WANT_SNAPSHOT, .xid = a.xid};
+            mb_msg m = {.kind = MB_WANT_SNAPSHOT, .xid = a.xid, .ptr = n->spare_snap};
+            n->spare_snap = NULL;
             mb_post(&n->to_trainer, &m);
             break;
         }
@@ -536,7 +557,10 @@ static void flush(netnode *n)
         case MM_ACT_RELEASE:
             for (int i = 0; i < MAX_SNAPS; i++)
                 if (n->snaps[i].p && n->snaps[i].xid == a.xid) {
-                    free(n->snaps[i].p);
+                    if (!n->spare_snap)
+                        n->spare_snap = n->snaps[i].p;
+                    else
+                        free(n->snaps[i].p);
                     n->snaps[i].p = NULL;
                 }
             break;
@@ -582,6 +606,101 @@ static void stop_trainer(netnode *n)
     mb_msg m = {.kind = MB_STOP};
     mb_post(&n->to_trainer, &m);
     set_state(n, ST_STOPPING);
+}
+
+/* ------------------------------------------------ the exchange benchmark */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Raw AEAD throughput of this process, GB/s of plaintext, 1 MiB messages:
+ * the crypto-bound ceiling the exchange is compared with. */
+static void bench_aead(bool aes, double *enc, double *dec)
+{
+    enum { LEN = 1 << 20, REPS = 5 };
+    uint8_t *m = malloc(LEN), *c = malloc(LEN + 16), key[32], nonce[12] = {0};
+    *enc = *dec = 0.0;
+    if (!m || !c) goto out;
+    randombytes_buf(key, sizeof key);
+    randombytes_buf(m, LEN);
+    double e[REPS], d[REPS];
+    for (int r = 0; r < REPS; r++) {
+        unsigned long long cl = 0, ml = 0;
+        int iters = 64;
+        double t0 = mm_now_s();
+        for (int i = 0; i < iters; i++)
+            aes ? crypto_aead_aes256gcm_encrypt(c, &cl, m, LEN, NULL, 0, NULL, nonce, key)
+                : crypto_aead_chacha20poly1305_ietf_encrypt(c, &cl, m, LEN, NULL, 0, NULL, nonce, key);
+        e[r] = (double)LEN * iters / (mm_now_s() - t0) / 1e9;
+        t0 = mm_now_s();
+        for (int i = 0; i < iters; i++)
+            if ((aes ? crypto_aead_aes256gcm_decrypt(m, &ml, NULL, c, cl, NULL, 0, nonce, key)
+                     : crypto_aead_chacha20poly1305_ietf_decrypt(m, &ml, NULL, c, cl, NULL, 0, nonce, key)) != 0)
+                goto out;
+        d[r] = (double)LEN * iters / (mm_now_s() - t0) / 1e9;
+    }
+    qsort(e, REPS, sizeof e[0], cmp_double);
+    qsort(d, REPS, sizeof d[0], cmp_double);
+    *enc = e[REPS / 2];
+    *dec = d[REPS / 2];
+out:
+    free(m);
+    free(c);
+}
+
+static void bench_report(netnode *n)
+{
+    int r = n->bench.done - 1; /* the warm-up is not timed */
+    if (r > 64) r = 64;
+    qsort(n->bench.secs, (size_t)r, sizeof n->bench.secs[0], cmp_double);
+    const double med = n->bench.secs[r / 2], N = (double)n->cfg.bench_params;
+    const bool aes = crypto_aead_aes256gcm_is_available() != 0;
+    double enc, dec;
+    bench_aead(aes, &enc, &dec);
+    /* Each side seals its whole f32 payload and opens the peer's, on one core. */
+    const double ceiling = 1e9 / (1.0 / enc + 1.0 / dec) / 4.0;
+    printf("{\"event\":\"exchange_bench\",\"peer\":\"murmur\",\"elements\":%llu,\"encoding\":\"%s\","
+           "\"cipher\":\"%s\",\"rounds\":%d,\"median_s\":%.4f,\"min_s\":%.4f,\"max_s\":%.4f,"
+           "\"elements_per_s\":%.0f,\"bytes_out\":%llu,\"aead_enc_gbps\":%.3f,\"aead_dec_gbps\":%.3f,"
+           "\"ceiling_elements_per_s\":%.0f,\"of_ceiling\":%.3f,\"peak_rss_kib\":%ld}\n",
+           (unsigned long long)n->cfg.bench_params, n->cfg.encoding ? n->cfg.encoding : "f32",
+           aes ? "aes256gcm" : "chacha20poly1305", r, med, n->bench.secs[0], n->bench.secs[r - 1], N / med,
+           (unsigned long long)n->bench.bytes_out, enc, dec, ceiling, N / med / ceiling, mm_peak_rss_kib());
+    fflush(stdout);
+}
+
+
+/* The benchmarking node, after every merge and tick: time the round that
+ * ended (the merge is applied on our side), then start the next. */
+static void bench_next(netnode *n)
+{
+    if (!n->cfg.bench_params || n->cfg.bootstrap.n == 0 || n->state != ST_TRAINING) return;
+    if (n->bench.running) {
+        if (!n->bench.logged || n->pending_merges > 0) return;
+        n->bench.running = false;
+        if (n->bench.done > 0 && n->bench.done <= 64) n->bench.secs[n->bench.done - 1] = mm_now_s() - n->bench.t0;
+        n->bench.done++;
+    }
+    if (n->bench.done > n->cfg.bench_rounds) {
+        bench_report(n);
+        stop_trainer(n);
+        return;
+    }
+    if (n->bench.logged) { /* a failed round: the next tick tries again */
+        n->bench.logged = false;
+        return;
+    }
+    mm_gossip_get_stats(n->g, &n->st);
+    if (n->st.sessions == 0) return;
+    double t0 = mm_now_s();
+    if (mm_gossip_average_now(n->g, now_ns()) == 0) {
+        n->bench.running = true;
+        n->bench.t0 = t0;
+        flush(n);
+    }
 }
 
 static void write_status(netnode *n)
@@ -669,6 +788,13 @@ static void on_tick(uv_timer_t *t)
             say(n, "state sync did not finish; training from our own parameters");
             start_training(n);
         }
+        break;
+    case ST_TRAINING:
+        bench_next(n);
+        /* The serving side of the benchmark: its client is gone (a leave we
+         * missed looks like a closed connection). */
+        if (n->cfg.bench_params && n->cfg.bootstrap.n == 0 && n->st.exchanges_ok > 0 && n->st.sessions == 0)
+            stop_trainer(n);
         break;
     case ST_FINISHING: {
         /* A few last exchanges with random peers, so the node ends at the
@@ -758,6 +884,7 @@ static void on_wake(uv_async_t *a)
             n->pending_merges--;
             mm_gossip_merge_done(n->g, m->xid, now_ns());
             flush(n);
+            bench_next(n);
             break;
         case MB_AVERAGE:
             if (n->state == ST_TRAINING) {
@@ -799,7 +926,10 @@ static void on_wake(uv_async_t *a)
             flush(n);
             break;
         case MB_EXITED:
-            if (n->exit_code == 0) print_final(n, m);
+            if (n->exit_code == 0 && !n->cfg.bench_params) print_final(n, m);
+            if (n->cfg.bench_params && n->cfg.bootstrap.n == 0)
+                printf("{\"event\":\"exchange_bench_server\",\"elements\":%llu,\"peak_rss_kib\":%ld}\n",
+                       (unsigned long long)n->cfg.bench_params, mm_peak_rss_kib());
             mm_gossip_leave(n->g, now_ns());
             flush(n);
             set_state(n, ST_LEAVING);
@@ -927,7 +1057,8 @@ int mm_node_run(const mm_node_config *cfg)
     }
     if (load_keys(n, &gc) != 0) goto out_free;
     sodium_bin2hex(n->id_hex, sizeof n->id_hex, gc.identity_sk + 32, 8);
-    if (mm_trainer_init(&n->tr, &cfg->tc, &err) != 0) {
+    if ((cfg->bench_params ? mm_trainer_init_vector(&n->tr, cfg->bench_params, randombytes_random(), &err)
+                           : mm_trainer_init(&n->tr, &cfg->tc, &err)) != 0) {
         fprintf(stderr, "murmur train: %s\n", err.msg);
         goto out_free;
     }
@@ -958,6 +1089,11 @@ int mm_node_run(const mm_node_config *cfg)
     char ip[32];
     uv_ip4_name((const struct sockaddr_in *)&ss, ip, sizeof ip);
     snprintf(n->listen_addr, sizeof n->listen_addr, "%s:%d", ip, ntohs(((const struct sockaddr_in *)&ss)->sin_port));
+    if (cfg->ready_fd > 0) {
+        char line[MM_ADDR_MAX + 2];
+        int len = snprintf(line, sizeof line, "%s\n", n->listen_addr);
+        if (write(cfg->ready_fd, line, (size_t)len) != len) say(n, "cannot report the listening address");
+    }
 
     /* The core: the model's layout for validation, our address, the schedule. */
     mm_gossip_tensor tensors[MM_LAYOUT_MAX];
@@ -1007,7 +1143,7 @@ int mm_node_run(const mm_node_config *cfg)
     if (uv_thread_create(&n->thread, trainer_main, n) != 0) goto out_mb;
     n->thread_started = true;
     /* A newcomer syncs state first; the first node, or one resuming, trains at once. */
-    if (cfg->bootstrap.n > 0 && !n->resumed) {
+    if (cfg->bootstrap.n > 0 && !n->resumed && !cfg->bench_params) {
         set_state(n, ST_JOINING);
         mm_gossip_request_sync(n->g, now_ns()); /* the core syncs as soon as it has sessions */
         n->sync_requested = true;
@@ -1030,6 +1166,7 @@ out_core:
     mm_gossip_free(n->g);
     n->g = NULL;
     for (int i = 0; i < MAX_SNAPS; i++) free(n->snaps[i].p);
+    free(n->spare_snap);
 out_loop:
     if (!uv_is_closing((uv_handle_t *)&n->listener)) uv_close((uv_handle_t *)&n->listener, NULL);
     uv_run(&n->loop, UV_RUN_DEFAULT);

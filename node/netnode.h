@@ -32,6 +32,13 @@ typedef struct {
     bool no_clip;              /* turn off per-tensor distance clipping */
     bool json, quiet;
     float join_timeout;        /* seconds to reach a bootstrap peer */
+    /* The exchange benchmark (murmur exchange-bench): a bare vector of
+     * bench_params floats instead of a model, no training. The node with a
+     * bootstrap peer times bench_rounds exchanges back to back (after one
+     * warm-up) and prints a JSON line; the other serves until it leaves. */
+    uint64_t bench_params;
+    int bench_rounds;
+    int ready_fd;              /* > 0: write "HOST:PORT\n" there once listening */
 } mm_node_config;
 
 /* Run a node until it has trained its epochs (then leaves) or is told to

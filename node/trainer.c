@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mm_rng.h"
+
 void mm_train_config_defaults(mm_train_config *c)
 {
     const bool cnn = c->model && strcmp(c->model, "cnn") == 0;
@@ -72,6 +74,53 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
 fail:
     mm_trainer_free(t);
     return rc;
+}
+
+int mm_trainer_init_vector(mm_trainer *t, uint64_t params, uint64_t seed, mm_error *err)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg.model = "vector";
+    t->cfg.seed = seed;
+    t->cfg.nshards = 1;
+    if (params == 0 || params > (1ull << 32))
+        return mm_error_set(err, MM_ERR_INVALID, "a vector of %llu floats: must be 1 to 2^32",
+                            (unsigned long long)params);
+    int rc = mm_backend_cpu_init(&t->be, 1);
+    if (rc) return mm_error_set(err, rc, "cannot start the CPU backend");
+    mm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        mm_trainer_free(t);
+        return mm_error_set(err, MM_ERR_NOMEM, "out of memory");
+    }
+    t->model = m;
+    m->be = &t->be;
+    snprintf(m->name, sizeof m->name, "vector");
+    mm_layout_init(&m->layout, "vector");
+    /* Equal tensors of at most 2^32-1 floats, so per-tensor checks see a realistic shape. */
+    uint64_t nt = params < MM_LAYOUT_MAX ? params : MM_LAYOUT_MAX, per = (params + nt - 1) / nt;
+    for (uint64_t i = 0, left = params; left > 0; i++) {
+        char name[MM_LAYOUT_NAME];
+        uint32_t shape[1] = {(uint32_t)(left < per ? left : per)};
+        snprintf(name, sizeof name, "v%llu", (unsigned long long)i);
+        if (mm_layout_add(&m->layout, name, 1, shape) < 0) {
+            mm_trainer_free(t);
+            return mm_error_set(err, MM_ERR_INVALID, "cannot lay out %llu floats", (unsigned long long)params);
+        }
+        left -= shape[0];
+    }
+    mm_layout_finish(&m->layout);
+    m->params = t->be.ops->alloc(&t->be, m->layout.total * sizeof(float));
+    if (!m->params) {
+        mm_trainer_free(t);
+        return mm_error_set(err, MM_ERR_NOMEM, "out of memory for %llu floats", (unsigned long long)params);
+    }
+    mm_rng rng;
+    mm_rng_seed(&rng, seed);
+    t->be.ops->fill(&t->be, m->params, m->layout.total, 0.0f); /* the gaps between tensors stay zero */
+    for (uint32_t k = 0; k < m->layout.n; k++)
+        for (size_t i = 0; i < m->layout.t[k].count; i++)
+            m->params[m->layout.t[k].offset + i] = (float)mm_rng_uniform(&rng) - 0.5f;
+    return MM_OK;
 }
 
 void mm_trainer_free(mm_trainer *t)

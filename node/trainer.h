@@ -54,6 +54,11 @@ typedef struct {
 /* Load data (train set sharded as configured, test set), build the model and
  * optimizer, initialise parameters from cfg->seed. */
 int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err);
+/* A trainer with no data and no optimizer around a bare parameter vector of
+ * `params` floats (split into up to MM_LAYOUT_MAX equal tensors, values from
+ * seed): for the exchange benchmark, which measures the node's networking
+ * with a model of any size. mm_trainer_step must not be called on it. */
+int mm_trainer_init_vector(mm_trainer *t, uint64_t params, uint64_t seed, mm_error *err);
 void mm_trainer_free(mm_trainer *t);
 /* One optimizer step on the next batch; returns its example count, or 0 when
  * the epoch just ended (t->epoch was incremented; the next call starts the
