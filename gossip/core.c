@@ -19,7 +19,7 @@
 #define ACTQ_CAP 512
 #define MAX_SCORES 64
 #define MAX_TOMBS 64
-#define REPLAY_SLOTS 1024
+#define REPLAY_SLOTS 1024 /* msg1 ephemerals remembered: one per slot (the low bits of the key) */
 #define HS_PAYLOAD_LEN (32 + 64 + 8 + 1)
 
 enum { CONN_FREE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
@@ -32,6 +32,7 @@ typedef struct {
     int state;
     uint64_t suspect_since, next_probe;
     mm_conn_id conn; /* open session, or 0 */
+    long pfx;        /* prefix24(rec.addr), kept with rec */
 } peer;
 
 typedef struct {
@@ -99,6 +100,8 @@ typedef struct {
     bool pending_sync;
     double tokens;
     uint64_t tokens_at;
+    uint64_t learn_since; /* start of this peer's current shuffle round */
+    uint32_t learned;     /* new view entries its shuffles gave us in that round */
 } conn;
 
 typedef struct {
@@ -109,6 +112,8 @@ typedef struct {
 struct mm_gossip {
     mm_gossip_config cfg;
     mm_gossip_env env;
+    mm_gossip_sig_cache sig_seen; /* optional (mm_gossip_set_sig_cache) */
+    void *sig_ctx;
     mm_gossip_tensor *tensors;
     clip_state *clips;
     uint8_t id[MM_ID_BYTES];
@@ -118,20 +123,24 @@ struct mm_gossip {
     mm_addr_rec self;
     bool aes_ok, leaving;
 
-    conn *conns;
-    uint32_t nconns;
+    conn **conns; /* slots, each allocated when first used; a NULL or CONN_FREE slot is free */
+    uint32_t nconns, conns_cap;
     mm_conn_id next_conn;
     peer peers[MM_VIEW_SIZE];
-    score_entry scores[MAX_SCORES];
-    tomb tombs[MAX_TOMBS];
+    score_entry *scores; /* MAX_SCORES, allocated at the first penalty */
+    tomb *tombs;         /* MAX_TOMBS, allocated at the first LEAVE */
     uint32_t ntombs;
     exch exchs[MM_MAX_EXCHANGES];
     float *spare; /* one receive buffer kept from the last exchange (saves page faults) */
     uint32_t next_lid;
-    struct {
+    /* The msg1 replay cache: as a table of REPLAY_SLOTS direct-mapped slots
+     * would hold it, but only its occupied slots, grown on demand. */
+    struct replay_entry {
         uint8_t e[8];
         uint64_t at;
-    } replay[REPLAY_SLOTS];
+        uint32_t slot;
+    } *replay;
+    uint32_t nreplay, replay_cap;
 
     /* state sync */
     bool sync_wanted, sync_active, sync_gathered; /* gathered: the wait for sources is over */
@@ -140,9 +149,10 @@ struct mm_gossip {
 
     uint64_t next_exchange, next_shuffle, deadline;
     uint32_t refused_in_a_row; /* our vector refused as too far, by consecutive partners */
-    mm_action q[ACTQ_CAP];
-    uint32_t q_head, q_len;
-    uint8_t scratch[MM_FRAME_MAX_PLAIN + MM_FRAME_TAG];
+    mm_action *q; /* a ring of q_cap (<= ACTQ_CAP) actions, allocated while not empty */
+    uint32_t q_head, q_len, q_cap;
+    uint8_t *scratch; /* frames decrypted or encoded out of place: allocated as needed, freed in end() */
+    size_t scratch_cap;
     mm_gossip_stats st;
 };
 
@@ -181,12 +191,22 @@ static void hex8(const uint8_t *id, char out[17]) { sodium_bin2hex(out, 17, id, 
 
 static mm_action *push_action(mm_gossip *g, mm_act_kind kind)
 {
+    if (g->q_len == g->q_cap && g->q_cap < ACTQ_CAP) { /* grow (the ring, unrolled from q_head) */
+        uint32_t cap = g->q_cap ? 2 * g->q_cap : 8;
+        mm_action *q = g_alloc(g, cap * sizeof *q);
+        if (!q) return NULL;
+        for (uint32_t i = 0; i < g->q_len; i++) q[i] = g->q[(g->q_head + i) % g->q_cap];
+        g_free(g, g->q);
+        g->q = q;
+        g->q_cap = cap;
+        g->q_head = 0;
+    }
     if (g->q_len == ACTQ_CAP) {
         /* The runtime drains the queue after every call; a full queue means a
          * bug in the runtime. Drop the oldest LOG rather than anything that
          * carries state. */
         for (uint32_t i = 0; i < g->q_len; i++) {
-            mm_action *a = &g->q[(g->q_head + i) % ACTQ_CAP];
+            mm_action *a = &g->q[(g->q_head + i) % g->q_cap];
             if (a->kind == MM_ACT_LOG) {
                 a->kind = MM_ACT_NONE;
                 break;
@@ -194,7 +214,7 @@ static mm_action *push_action(mm_gossip *g, mm_act_kind kind)
         }
         return NULL;
     }
-    mm_action *a = &g->q[(g->q_head + g->q_len++) % ACTQ_CAP];
+    mm_action *a = &g->q[(g->q_head + g->q_len++) % g->q_cap];
     memset(a, 0, sizeof *a);
     a->kind = kind;
     return a;
@@ -218,27 +238,38 @@ __attribute__((format(printf, 4, 5))) static void logf_(mm_gossip *g, mm_log_kin
 static conn *find_conn(mm_gossip *g, mm_conn_id id)
 {
     for (uint32_t i = 0; i < g->nconns; i++)
-        if (g->conns[i].state != CONN_FREE && g->conns[i].id == id) return &g->conns[i];
+        if (g->conns[i] && g->conns[i]->state != CONN_FREE && g->conns[i]->id == id) return g->conns[i];
     return NULL;
 }
 
 static conn *new_conn(mm_gossip *g, bool outbound, const char *addr, uint64_t now)
 {
-    conn *c = NULL;
-    uint32_t half_open = 0, used = 0;
+    uint32_t slot = UINT32_MAX, half_open = 0, used = 0;
     for (uint32_t i = 0; i < g->nconns; i++) {
-        if (g->conns[i].state == CONN_FREE) {
-            if (!c) c = &g->conns[i];
+        if (!g->conns[i] || g->conns[i]->state == CONN_FREE) {
+            if (slot == UINT32_MAX) slot = i;
         } else {
             used++;
-            if (g->conns[i].state != CONN_OPEN) half_open++;
+            if (g->conns[i]->state != CONN_OPEN) half_open++;
         }
     }
     if (used >= MM_MAX_CONNS || (!outbound && half_open >= MM_MAX_HALF_OPEN)) return NULL;
-    if (!c) {
+    if (slot == UINT32_MAX) {
         if (g->nconns == MM_MAX_CONNS) return NULL;
-        c = &g->conns[g->nconns++];
+        if (g->nconns == g->conns_cap) {
+            uint32_t cap = g->conns_cap ? 2 * g->conns_cap : 8;
+            conn **p = g_alloc(g, cap * sizeof *p);
+            if (!p) return NULL;
+            if (g->nconns) memcpy(p, g->conns, g->nconns * sizeof *p);
+            g_free(g, g->conns);
+            g->conns = p;
+            g->conns_cap = cap;
+        }
+        g->conns[g->nconns] = NULL;
+        slot = g->nconns++;
     }
+    conn *c = g->conns[slot];
+    if (!c && !(c = g->conns[slot] = g_alloc(g, sizeof *c))) return NULL;
     memset(c, 0, sizeof *c);
     c->id = ++g->next_conn ? g->next_conn : ++g->next_conn;
     c->state = outbound ? CONN_CONNECTING : CONN_HANDSHAKE;
@@ -253,7 +284,7 @@ static conn *new_conn(mm_gossip *g, bool outbound, const char *addr, uint64_t no
 static bool out_reserve(mm_gossip *g, conn *c, size_t n)
 {
     if (c->out_len + n <= c->out_cap) return true;
-    size_t cap = c->out_cap ? c->out_cap : 4096;
+    size_t cap = c->out_cap ? c->out_cap : 512;
     while (cap < c->out_len + n) cap *= 2;
     uint8_t *p = g_alloc(g, cap);
     if (!p) return false;
@@ -262,6 +293,35 @@ static bool out_reserve(mm_gossip *g, conn *c, size_t n)
     c->out = p;
     c->out_cap = cap;
     return true;
+}
+
+/* An idle session (no exchange) keeps no buffer: they are allocated again
+ * for the next message. */
+static void conn_trim(mm_gossip *g, conn *c)
+{
+    if (c->xid) return;
+    if (!c->out_len && !c->out_lent && c->out) {
+        g_free(g, c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
+    if (!c->rx_len && c->rx) {
+        g_free(g, c->rx);
+        c->rx = NULL;
+        c->rx_cap = 0;
+    }
+}
+
+/* A buffer for n bytes decrypted or encoded out of place (freed in end()). */
+static uint8_t *scratch(mm_gossip *g, size_t n)
+{
+    if (g->scratch_cap < n) {
+        g_free(g, g->scratch);
+        g->scratch_cap = 0;
+        if (!(g->scratch = g_alloc(g, n ? n : 1))) return NULL;
+        g->scratch_cap = n;
+    }
+    return g->scratch;
 }
 
 static void conn_free_buffers(mm_gossip *g, conn *c)
@@ -371,6 +431,10 @@ static void send_refusal(mm_gossip *g, conn *c, mm_msg_type type, uint32_t xid, 
 static score_entry *score_of(mm_gossip *g, const uint8_t *id, bool create)
 {
     score_entry *free_slot = NULL, *oldest = NULL;
+    if (!g->scores) {
+        if (!create || !(g->scores = g_alloc(g, MAX_SCORES * sizeof *g->scores))) return NULL;
+        memset(g->scores, 0, MAX_SCORES * sizeof *g->scores);
+    }
     for (int i = 0; i < MAX_SCORES; i++) {
         score_entry *s = &g->scores[i];
         if (s->used && memcmp(s->id, id, MM_ID_BYTES) == 0) return s;
@@ -395,6 +459,7 @@ static void decay(score_entry *s, uint64_t now)
 static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t now)
 {
     score_entry *s = score_of(g, id, true);
+    if (!s) return; /* out of memory: no score kept */
     decay(s, now);
     s->score -= amount;
     if (s->score < MM_SCORE_BAN && s->ban_until <= now) {
@@ -405,8 +470,8 @@ static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t no
         logf_(g, MM_LOG_REFUSED, id, "peer %s banned for %llu s (score %.0f)", h,
               (unsigned long long)(s->ban_len / 1000000000ull), s->score);
         for (uint32_t i = 0; i < g->nconns; i++) {
-            conn *c = &g->conns[i];
-            if (c->state == CONN_OPEN && c->authed && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
+            conn *c = g->conns[i];
+            if (c && c->state == CONN_OPEN && c->authed && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
                 close_conn(g, c, false, now);
         }
     }
@@ -462,11 +527,43 @@ static void sign_rec(const mm_gossip *g, mm_addr_rec *r, bool leave)
     crypto_sign_detached(r->sig, NULL, m, n, g->cfg.identity_sk);
 }
 
+/* An Ed25519 check, through the runtime's cache of checks if it has one
+ * (mm_gossip_set_sig_cache): the result is a pure function of the bytes. */
+static bool sig_ok(const mm_gossip *g, const uint8_t *sig, const uint8_t *m, size_t n, const uint8_t *pk)
+{
+    if (!g->sig_seen) return crypto_sign_verify_detached(sig, m, n, pk) == 0;
+    uint8_t d[MM_SIG_DIGEST];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof d);
+    crypto_generichash_update(&st, sig, MM_SIG_BYTES);
+    crypto_generichash_update(&st, pk, 32);
+    crypto_generichash_update(&st, m, n);
+    crypto_generichash_final(&st, d, sizeof d);
+    if (g->sig_seen(g->sig_ctx, d, false)) return true;
+    if (crypto_sign_verify_detached(sig, m, n, pk) != 0) return false;
+    g->sig_seen(g->sig_ctx, d, true);
+    return true;
+}
+
 static bool rec_valid(const mm_gossip *g, const mm_addr_rec *r, bool leave)
 {
     uint8_t m[16 + 73 + MM_ADDR_MAX];
     size_t n = rec_message(g, r, leave, m);
-    return crypto_sign_verify_detached(r->sig, m, n, r->id) == 0;
+    return sig_ok(g, r->sig, m, n, r->id);
+}
+
+/* Whether r is, byte for byte, our own record or one in our view: both were
+ * signed or verified before, so verifying r again would give true. */
+static bool rec_held(const mm_gossip *g, const mm_addr_rec *r)
+{
+    const mm_addr_rec *h = &g->self;
+    if (memcmp(r->id, g->id, MM_ID_BYTES) != 0) {
+        h = NULL;
+        for (int i = 0; i < MM_VIEW_SIZE && !h; i++)
+            if (g->peers[i].used && memcmp(g->peers[i].rec.id, r->id, MM_ID_BYTES) == 0) h = &g->peers[i].rec;
+    }
+    return h && h->seq == r->seq && memcmp(h->sig, r->sig, MM_SIG_BYTES) == 0 &&
+           strncmp(h->addr, r->addr, MM_ADDR_MAX) == 0;
 }
 
 static bool member_allowed(const mm_gossip *g, const uint8_t *id)
@@ -492,7 +589,10 @@ static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64
     if (t && r->seq <= t->seq) return NULL; /* it left; only a newer incarnation returns */
     peer *p = find_peer(g, r->id);
     if (p) {
-        if (r->seq > p->rec.seq) p->rec = *r;
+        if (r->seq > p->rec.seq) {
+            p->rec = *r;
+            p->pfx = prefix24(r->addr);
+        }
         if (trusted_live) p->state = PEER_ALIVE;
         return p;
     }
@@ -500,7 +600,7 @@ static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64
     if (pfx >= 0) {
         int same = 0;
         for (int i = 0; i < MM_VIEW_SIZE; i++)
-            if (g->peers[i].used && prefix24(g->peers[i].rec.addr) == pfx) same++;
+            if (g->peers[i].used && g->peers[i].pfx == pfx) same++;
         if (same >= MM_VIEW_PER_PREFIX && strncmp(r->addr, "127.", 4) != 0) return NULL;
     }
     int slot = -1;
@@ -517,6 +617,7 @@ static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64
     memset(p, 0, sizeof *p);
     p->used = true;
     p->rec = *r;
+    p->pfx = pfx;
     p->state = PEER_ALIVE;
     p->next_probe = now;
     return p;
@@ -544,8 +645,8 @@ static void mark_suspect(mm_gossip *g, const uint8_t *id, uint64_t now)
 static conn *session_of(const mm_gossip *g, const uint8_t *id)
 {
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
-        if (c->state == CONN_OPEN && c->hello_ok && !c->closing && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
+        conn *c = g->conns[i];
+        if (c && c->state == CONN_OPEN && c->hello_ok && !c->closing && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
             return c;
     }
     return NULL;
@@ -575,8 +676,8 @@ static conn *reach(mm_gossip *g, peer *p, uint64_t now)
     conn *c = session_of(g, p->rec.id);
     if (c) return c;
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *d = &g->conns[i];
-        if (d->state != CONN_FREE && !d->closing && d->outbound && d->expect_known &&
+        conn *d = g->conns[i];
+        if (d && d->state != CONN_FREE && !d->closing && d->outbound && d->expect_known &&
             memcmp(d->expect_id, p->rec.id, MM_ID_BYTES) == 0)
             return d;
     }
@@ -812,8 +913,13 @@ static void pump(mm_gossip *g, exch *x, conn *c)
         } else
 #endif
         {
-            len = mm_enc_encode(x->enc, src, (size_t)n, g->scratch);
-            pt = g->scratch;
+            uint8_t *s = scratch(g, mm_enc_bytes(x->enc, (size_t)n));
+            if (!s) {
+                abort_exchange(g, x, true, "out of memory", c->last_tx);
+                return;
+            }
+            len = mm_enc_encode(x->enc, src, (size_t)n, s);
+            pt = s;
         }
         if (!send_frame(g, c, MM_FRAME_DATA, x->xid, x->sent_vals, pt, len)) {
             abort_exchange(g, x, true, "out of memory", c->last_tx);
@@ -940,8 +1046,8 @@ static void start_sync(mm_gossip *g, uint64_t now)
     if (ready == 0 || (ready < want && !g->sync_gathered)) return;
     int started = 0;
     for (uint32_t i = 0; i < g->nconns && started < MM_SYNC_SOURCES; i++) {
-        conn *c = &g->conns[i];
-        if (c->state == CONN_OPEN && c->hello_ok && !c->closing && !c->xid) {
+        conn *c = g->conns[i];
+        if (c && c->state == CONN_OPEN && c->hello_ok && !c->closing && !c->xid) {
             start_exchange(g, c, EXCH_SYNC, now);
             if (c->xid) started++;
         }
@@ -984,7 +1090,7 @@ static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, u
     const uint8_t *rs = mm_noise_remote_static(c->hs);
     uint8_t m[88];
     size_t n = binding_message(g, rs, get_le64(p + 96), m);
-    if (!rs || crypto_sign_verify_detached(p + 32, m, n, p) != 0) {
+    if (!rs || !sig_ok(g, p + 32, m, n, p)) {
         fail_conn(g, c, 0, "the peer's static key is not bound to its identity in this network");
         return false;
     }
@@ -1056,11 +1162,33 @@ static bool replay_seen(mm_gossip *g, const uint8_t *e, uint64_t now, bool inser
 {
     /* Keyed by the first bytes of the ephemeral (random, so a fine hash). */
     uint32_t slot = (uint32_t)(get_le64(e) % REPLAY_SLOTS);
-    bool seen = memcmp(g->replay[slot].e, e + 8, 8) == 0 && g->replay[slot].at + MM_HS_REPLAY_WINDOW > now &&
-                g->replay[slot].at != 0;
+    struct replay_entry *r = NULL;
+    for (uint32_t i = 0; i < g->nreplay && !r; i++)
+        if (g->replay[i].slot == slot) r = &g->replay[i];
+    bool seen = r && memcmp(r->e, e + 8, 8) == 0 && r->at + MM_HS_REPLAY_WINDOW > now && r->at != 0;
     if (insert) {
-        memcpy(g->replay[slot].e, e + 8, 8);
-        g->replay[slot].at = now ? now : 1;
+        if (!r && g->nreplay == g->replay_cap) { /* full: drop what has expired (as good as absent), else grow */
+            uint32_t k = 0;
+            for (uint32_t i = 0; i < g->nreplay; i++)
+                if (g->replay[i].at + MM_HS_REPLAY_WINDOW > now) g->replay[k++] = g->replay[i];
+            g->nreplay = k;
+            if (k == g->replay_cap) {
+                uint32_t cap = g->replay_cap ? 2 * g->replay_cap : 4;
+                struct replay_entry *p = g_alloc(g, cap * sizeof *p);
+                if (p) {
+                    if (k) memcpy(p, g->replay, k * sizeof *p);
+                    g_free(g, g->replay);
+                    g->replay = p;
+                    g->replay_cap = cap;
+                }
+            }
+        }
+        if (!r && g->nreplay < g->replay_cap) r = &g->replay[g->nreplay++];
+        if (r) { /* (out of memory: not remembered) */
+            memcpy(r->e, e + 8, 8);
+            r->at = now ? now : 1;
+            r->slot = slot;
+        }
     }
     return seen;
 }
@@ -1215,15 +1343,25 @@ static void send_shuffle(mm_gossip *g, conn *c, mm_msg_type type)
 
 static void on_shuffle(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 {
-    /* At most MM_SHUFFLE_LEN records per sender per round count. */
+    /* At most MM_SHUFFLE_LEN records of a shuffle count, and at most
+     * MM_SHUFFLE_LEN new view entries per sender per MM_SHUFFLE_PERIOD: a
+     * member that shuffles 100 times a second fills our view no faster than
+     * an honest one (SECURITY.md E4). Counted per connection: a new one
+     * costs the sender a handshake. */
     uint32_t n = m->u.shuffle.n < MM_SHUFFLE_LEN ? m->u.shuffle.n : MM_SHUFFLE_LEN;
+    if (now >= c->learn_since + MM_SHUFFLE_PERIOD) {
+        c->learn_since = now;
+        c->learned = 0;
+    }
     for (uint32_t i = 0; i < n; i++) {
         const mm_addr_rec *r = &m->u.shuffle.recs[i];
-        if (!rec_valid(g, r, false)) {
+        bool known = find_peer(g, r->id) != NULL;
+        if (!known && c->learned >= MM_SHUFFLE_LEN) continue; /* over the quota: not even verified */
+        if (!rec_held(g, r) && !rec_valid(g, r, false)) {
             penalize(g, c->peer_id, MM_PENALTY_RATE, now);
             continue;
         }
-        learn(g, r, false, now);
+        if (learn(g, r, false, now) && !known) c->learned++;
     }
     if (m->type == MM_MSG_SHUFFLE) send_shuffle(g, c, MM_MSG_SHUFFLE_REPLY);
 }
@@ -1367,9 +1505,12 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
             fail_conn(g, c, MM_PENALTY_PROTOCOL, "forged LEAVE");
             return;
         }
-        tomb *t = &g->tombs[g->ntombs++ % MAX_TOMBS];
-        memcpy(t->id, r->id, MM_ID_BYTES);
-        t->seq = r->seq;
+        if (!g->tombs) g->tombs = g_alloc(g, MAX_TOMBS * sizeof *g->tombs);
+        if (g->tombs) {
+            tomb *t = &g->tombs[g->ntombs++ % MAX_TOMBS];
+            memcpy(t->id, r->id, MM_ID_BYTES);
+            t->seq = r->seq;
+        }
         peer *p = find_peer(g, r->id);
         if (p) forget(g, p, "left the network");
         c->graceful = true;
@@ -1388,16 +1529,24 @@ static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t 
     if (!x || x->conn != c->id || !x->expect_recv || x->recv_end || x->merging) {
         /* An aborted exchange's frames may still be in flight: decrypt (to
          * keep the nonce sequence) and drop. */
-        if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) fail_conn(g, c, 0, "frame failed authentication");
+        uint8_t *s = scratch(g, h->len - MM_FRAME_TAG);
+        if (!s)
+            fail_conn(g, c, 0, "out of memory");
+        else if (mm_record_open(&c->rec, h, hdr, ct, s) != 0)
+            fail_conn(g, c, 0, "frame failed authentication");
         return;
     }
     size_t bytes = h->len - MM_FRAME_TAG, n = mm_enc_values(x->enc, bytes);
     bool ok_shape = n > 0 && n <= MM_CHUNK_VALUES && h->offset == x->recv_vals && x->recv_vals + n <= g->cfg.params &&
                     mm_enc_bytes(x->enc, n) == bytes;
-    uint8_t *dst = g->scratch;
+    uint8_t *dst = NULL;
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (ok_shape && x->enc == MM_ENC_F32) dst = (uint8_t *)(x->recv + x->recv_vals); /* decrypt in place */
 #endif
+    if (!dst && !(dst = scratch(g, bytes))) {
+        fail_conn(g, c, 0, "out of memory");
+        return;
+    }
     if (mm_record_open(&c->rec, h, hdr, ct, dst) != 0) {
         fail_conn(g, c, 0, "frame failed authentication");
         return;
@@ -1449,16 +1598,21 @@ static void handle_frame(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uin
         return;
     }
     size_t len = h->len - MM_FRAME_TAG;
-    if (mm_record_open(&c->rec, h, hdr, ct, g->scratch) != 0) {
+    uint8_t *pt = scratch(g, len);
+    if (!pt) {
+        fail_conn(g, c, 0, "out of memory");
+        return;
+    }
+    if (mm_record_open(&c->rec, h, hdr, ct, pt) != 0) {
         fail_conn(g, c, 0, "frame failed authentication");
         return;
     }
     switch (h->type) {
     case MM_FRAME_CTRL:
-        handle_ctrl(g, c, g->scratch, len, now);
+        handle_ctrl(g, c, pt, len, now);
         break;
     case MM_FRAME_END:
-        on_end(g, c, g->scratch, len, now);
+        on_end(g, c, pt, len, now);
         break;
     case MM_FRAME_ABORT: {
         exch *x = find_exch_wire(g, c->id, h->xid);
@@ -1535,8 +1689,8 @@ static void recompute_deadline(mm_gossip *g)
         AT(g->next_shuffle);
     }
     for (uint32_t i = 0; i < g->nconns; i++) {
-        const conn *c = &g->conns[i];
-        if (c->state == CONN_FREE || c->closing) continue;
+        const conn *c = g->conns[i];
+        if (!c || c->state == CONN_FREE || c->closing) continue;
         if (c->state != CONN_OPEN || !c->hello_ok)
             AT(c->opened + MM_HS_DEADLINE);
         else { /* the same conditions as do_timers */
@@ -1593,8 +1747,8 @@ static void do_timers(mm_gossip *g, uint64_t now)
         }
     }
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
-        if (c->state == CONN_FREE || c->closing) continue;
+        conn *c = g->conns[i];
+        if (!c || c->state == CONN_FREE || c->closing) continue;
         if (c->state != CONN_OPEN || !c->hello_ok) { /* handshake and HELLO, both within the deadline */
             if (now >= c->opened + MM_HS_DEADLINE) fail_conn(g, c, 0, "handshake timed out");
             continue;
@@ -1647,12 +1801,20 @@ static void do_timers(mm_gossip *g, uint64_t now)
 static void begin(mm_gossip *g)
 {
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
+        conn *c = g->conns[i];
+        if (!c) continue;
+        if (c->state == CONN_FREE) { /* released during an earlier call: no pointer to it is left */
+            g_free(g, c);
+            g->conns[i] = NULL;
+            continue;
+        }
         if (c->out_lent) {
             c->out_len = 0;
             c->out_lent = false;
+            conn_trim(g, c);
         }
     }
+    while (g->nconns && !g->conns[g->nconns - 1]) g->nconns--;
 }
 
 /* ... and ends here: pump streams, free closed connections, next deadline. */
@@ -1668,13 +1830,14 @@ static void end(mm_gossip *g, uint64_t now)
         }
     }
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
-        if (c->out_len && c->state != CONN_FREE) c->last_tx = now;
+        conn *c = g->conns[i];
+        if (c && c->out_len && c->state != CONN_FREE) c->last_tx = now;
     }
     uint32_t n = 0, half = 0;
     for (uint32_t i = 0; i < g->nconns; i++) {
-        n += g->conns[i].state == CONN_OPEN;
-        half += g->conns[i].state == CONN_HANDSHAKE || g->conns[i].state == CONN_CONNECTING;
+        if (!g->conns[i]) continue;
+        n += g->conns[i]->state == CONN_OPEN;
+        half += g->conns[i]->state == CONN_HANDSHAKE || g->conns[i]->state == CONN_CONNECTING;
     }
     if (g->sync_active) finish_sync(g, now);
     if (g->sync_wanted) start_sync(g, now);
@@ -1682,6 +1845,9 @@ static void end(mm_gossip *g, uint64_t now)
     g->st.half_open = half;
     g->st.view = view_size(g);
     recompute_deadline(g);
+    g_free(g, g->scratch);
+    g->scratch = NULL;
+    g->scratch_cap = 0;
 }
 
 /* ------------------------------------------------------------ public API */
@@ -1716,12 +1882,6 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
                 return NULL;
             }
     }
-    g->conns = g_alloc(g, MM_MAX_CONNS * sizeof *g->conns);
-    if (!g->conns) {
-        mm_gossip_free(g);
-        return NULL;
-    }
-    memset(g->conns, 0, MM_MAX_CONNS * sizeof *g->conns);
     crypto_sign_ed25519_sk_to_pk(g->id, cfg->identity_sk);
     crypto_generichash(g->network_id, 32, (const uint8_t *)"murmur-net-v1", 13, cfg->network_key, 32);
     env->random(env->random_ctx, g->static_sk, sizeof g->static_sk);
@@ -1745,10 +1905,18 @@ void mm_gossip_free(mm_gossip *g)
     if (!g) return;
     for (int i = 0; i < MM_MAX_EXCHANGES; i++)
         if (g->exchs[i].used) g_free(g, g->exchs[i].recv);
-    if (g->conns)
-        for (uint32_t i = 0; i < g->nconns; i++) conn_free_buffers(g, &g->conns[i]);
+    for (uint32_t i = 0; i < g->nconns; i++)
+        if (g->conns[i]) {
+            conn_free_buffers(g, g->conns[i]);
+            g_free(g, g->conns[i]);
+        }
     g_free(g, g->spare);
     g_free(g, g->conns);
+    g_free(g, g->scores);
+    g_free(g, g->tombs);
+    g_free(g, g->replay);
+    g_free(g, g->q);
+    g_free(g, g->scratch);
     g_free(g, g->tensors);
     g_free(g, g->clips);
     sodium_memzero(g->static_sk, sizeof g->static_sk);
@@ -1758,6 +1926,12 @@ void mm_gossip_free(mm_gossip *g)
 }
 
 const uint8_t *mm_gossip_id(const mm_gossip *g) { return g->id; }
+
+void mm_gossip_set_sig_cache(mm_gossip *g, mm_gossip_sig_cache seen, void *ctx)
+{
+    g->sig_seen = seen;
+    g->sig_ctx = ctx;
+}
 
 int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now)
 {
@@ -1813,6 +1987,22 @@ void mm_gossip_connect_failed(mm_gossip *g, mm_conn_id id, uint64_t now)
     end(g, now);
 }
 
+/* The buffer the message at the start of c->rx needs: its length prefix or
+ * frame header first, then the whole message. */
+static size_t rx_want(const conn *c)
+{
+    if (c->state == CONN_OPEN) {
+        mm_frame_hdr h;
+        if (c->rx_len >= MM_FRAME_HEADER && mm_frame_parse_header(c->rx, &h) == 0) return MM_FRAME_HEADER + h.len;
+        return MM_FRAME_HEADER;
+    }
+    if (c->rx_len >= 2) {
+        size_t n = (size_t)c->rx[0] << 8 | c->rx[1];
+        if (n && n <= MM_HS_MAX_MSG) return 2 + n;
+    }
+    return 2;
+}
+
 void mm_gossip_received(mm_gossip *g, mm_conn_id id, const uint8_t *buf, size_t len, uint64_t now)
 {
     begin(g);
@@ -1829,8 +2019,9 @@ void mm_gossip_received(mm_gossip *g, mm_conn_id id, const uint8_t *buf, size_t 
         len -= used;
     }
     while (len && !c->closing && c->state != CONN_FREE) {
-        /* Buffer at most one message (header + body) beyond what is processed. */
-        size_t want = c->state == CONN_OPEN ? MM_FRAME_HEADER + MM_FRAME_MAX_PLAIN + MM_FRAME_TAG : 2 + MM_HS_MAX_MSG;
+        /* Buffer at most one message (header + body) beyond what is processed,
+         * in a buffer as large as that message (its length once known). */
+        size_t want = rx_want(c);
         if (c->rx_cap < want) {
             uint8_t *p = g_alloc(g, want);
             if (!p) {
@@ -1850,6 +2041,7 @@ void mm_gossip_received(mm_gossip *g, mm_conn_id id, const uint8_t *buf, size_t 
         process_rx(g, c, now);
         if (take == 0) break;
     }
+    if (c->state != CONN_FREE) conn_trim(g, c);
     end(g, now);
 }
 
@@ -1976,8 +2168,8 @@ void mm_gossip_leave(mm_gossip *g, uint64_t now)
     m.u.leave.rec.seq = g->cfg.incarnation;
     sign_rec(g, &m.u.leave.rec, true);
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
-        if (c->state == CONN_FREE || c->closing) continue;
+        conn *c = g->conns[i];
+        if (!c || c->state == CONN_FREE || c->closing) continue;
         if (c->state == CONN_OPEN) {
             if (c->hello_ok) send_msg(g, c, &m);
             send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
@@ -1992,8 +2184,8 @@ bool mm_gossip_next(mm_gossip *g, mm_action *act)
 {
     /* Queued bytes go first, so a CLOSE follows the frames before it. */
     for (uint32_t i = 0; i < g->nconns; i++) {
-        conn *c = &g->conns[i];
-        if (c->state != CONN_FREE && c->out_len && !c->out_lent) {
+        conn *c = g->conns[i];
+        if (c && c->state != CONN_FREE && c->out_len && !c->out_lent) {
             memset(act, 0, sizeof *act);
             act->kind = MM_ACT_SEND;
             act->conn = c->id;
@@ -2006,9 +2198,14 @@ bool mm_gossip_next(mm_gossip *g, mm_action *act)
     }
     while (g->q_len) {
         *act = g->q[g->q_head];
-        g->q_head = (g->q_head + 1) % ACTQ_CAP;
+        g->q_head = (g->q_head + 1) % g->q_cap;
         g->q_len--;
         if (act->kind != MM_ACT_NONE) return true;
+    }
+    if (g->q) { /* drained: an idle core holds no queue */
+        g_free(g, g->q);
+        g->q = NULL;
+        g->q_cap = g->q_head = 0;
     }
     return false;
 }

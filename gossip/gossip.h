@@ -109,6 +109,15 @@ typedef struct {
 mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, uint64_t now);
 void mm_gossip_free(mm_gossip *g);
 
+/* Optional (by default every signature is checked): a cache of the Ed25519
+ * checks that passed, shared by the cores of one process (the simulator's
+ * 10^5 nodes check the same address records again and again). d is a
+ * BLAKE2b digest of signature, key and message; seen returns whether d passed
+ * before, and with add set remembers that it passed. A check is a pure
+ * function of those bytes, so the cache changes no outcome. */
+typedef bool (*mm_gossip_sig_cache)(void *ctx, const uint8_t d[MM_SIG_DIGEST], bool add);
+void mm_gossip_set_sig_cache(mm_gossip *g, mm_gossip_sig_cache seen, void *ctx);
+
 /* Our identity (Ed25519 public key). */
 const uint8_t *mm_gossip_id(const mm_gossip *g);
 

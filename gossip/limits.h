@@ -14,6 +14,7 @@
 #define MM_HS_DEADLINE MM_SEC(5)      /* from connection open to handshake done */
 #define MM_HS_REPLAY_WINDOW MM_SEC(600) /* msg1 ephemerals remembered this long */
 #define MM_HS_REPLAY_ENTRIES 65536
+#define MM_SIG_DIGEST 16              /* bytes of a signature check's digest (mm_gossip_env.sig_seen) */
 #define MM_SESSION_LIFETIME MM_SEC(3600) /* re-handshake after this */
 
 /* Record layer */

@@ -62,7 +62,7 @@ static void dir_encrypt(const mm_record_dir *d, uint64_t n, const uint8_t *ad, s
     uint8_t nonce[12];
     make_nonce(d->cipher, n, nonce);
     if (d->cipher == MM_CIPHER_AESGCM)
-        crypto_aead_aes256gcm_encrypt_detached_afternm(ct, tag, NULL, pt, len, ad, adlen, NULL, nonce, &d->aes);
+        crypto_aead_aes256gcm_encrypt_detached(ct, tag, NULL, pt, len, ad, adlen, NULL, nonce, d->key);
     else
         crypto_aead_chacha20poly1305_ietf_encrypt_detached(ct, tag, NULL, pt, len, ad, adlen, NULL, nonce, d->key);
 }
@@ -72,18 +72,15 @@ static void dir_init(mm_record_dir *d, mm_cipher c, const uint8_t key[32])
     d->cipher = c;
     d->n = 0;
     memcpy(d->key, key, 32);
-    if (c == MM_CIPHER_AESGCM) crypto_aead_aes256gcm_beforenm(&d->aes, d->key);
 }
 
-/* k' = ENCRYPT(k, 2^64-1, "", 0^32)[0:32]; the old key and schedule are wiped. */
+/* k' = ENCRYPT(k, 2^64-1, "", 0^32)[0:32]; the old key is wiped. */
 static void dir_rekey(mm_record_dir *d)
 {
     uint8_t zeros[32] = {0}, next[32], tag[MM_FRAME_TAG];
     dir_encrypt(d, UINT64_MAX, NULL, 0, zeros, sizeof zeros, next, tag);
     sodium_memzero(d->key, sizeof d->key);
-    sodium_memzero(&d->aes, sizeof d->aes);
     memcpy(d->key, next, 32);
-    if (d->cipher == MM_CIPHER_AESGCM) crypto_aead_aes256gcm_beforenm(&d->aes, d->key);
     sodium_memzero(next, sizeof next);
     sodium_memzero(tag, sizeof tag);
 }
@@ -155,8 +152,7 @@ int mm_record_open(mm_record *r, const mm_frame_hdr *h, const uint8_t *hdr, cons
     make_nonce(d->cipher, d->n, nonce);
     int rc;
     if (d->cipher == MM_CIPHER_AESGCM)
-        rc = crypto_aead_aes256gcm_decrypt_detached_afternm(pt, NULL, ct, len, tag, hdr, MM_FRAME_HEADER, nonce,
-                                                            &d->aes);
+        rc = crypto_aead_aes256gcm_decrypt_detached(pt, NULL, ct, len, tag, hdr, MM_FRAME_HEADER, nonce, d->key);
     else
         rc = crypto_aead_chacha20poly1305_ietf_decrypt_detached(pt, NULL, ct, len, tag, hdr, MM_FRAME_HEADER, nonce,
                                                                d->key);

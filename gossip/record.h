@@ -42,9 +42,9 @@ typedef struct {
 
 typedef struct {
     mm_cipher cipher;
-    uint8_t key[32];
-    crypto_aead_aes256gcm_state aes; /* expanded key, AES-GCM only */
-    uint64_t n;                      /* next nonce */
+    uint8_t key[32]; /* AES-GCM expands it per frame (the libsodium call with the key):
+                      * a session keeps 32 bytes per direction, not a 512-byte schedule */
+    uint64_t n;      /* next nonce */
 } mm_record_dir;
 
 typedef struct {

@@ -93,7 +93,7 @@ static int run_campaign(const mm_scenario *base, const char *file, bool from_fil
 int mm_cmd_sim(int argc, char **argv)
 {
     const char *seed_s = NULL, *out_dir = NULL, *file = NULL, *campaign_s = NULL;
-    bool trace = false, quiet = false;
+    bool trace = false, quiet = false, no_sig_cache = false;
     const mm_cli_opt opts[] = {
         {"seed", MM_OPT_STRING, &seed_s, "N", "replace every scenario's seed with N (to replay or vary a run)", 0, 0,
          NULL},
@@ -104,6 +104,8 @@ int mm_cmd_sim(int argc, char **argv)
          NULL},
         {"trace", MM_OPT_FLAG, &trace, NULL, "print every core's log lines on stderr (slow)", 0, 0, NULL},
         {"quiet", MM_OPT_FLAG, &quiet, NULL, "no progress lines on stderr", 0, 0, NULL},
+        {"no-sig-cache", MM_OPT_FLAG, &no_sig_cache, NULL,
+         "every core checks every signature itself (the same results, slower)", 0, 0, NULL},
     };
     const mm_cli cli = {
         .command = "sim",
@@ -153,7 +155,8 @@ int mm_cmd_sim(int argc, char **argv)
         }
     }
     progress_state ps = {.tty = isatty(STDERR_FILENO) != 0, .quiet = quiet};
-    mm_sim_opts o = {.out = out, .trace = trace ? stderr : NULL, .ctx = &ps, .progress = on_progress};
+    mm_sim_opts o = {.out = out, .trace = trace ? stderr : NULL, .ctx = &ps, .progress = on_progress,
+                     .no_sig_cache = no_sig_cache};
     rc = 0;
     for (size_t i = 0; i < runs.n && rc == 0; i++) {
         mm_scenario *s = &runs.v[i];

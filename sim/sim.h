@@ -41,6 +41,8 @@ typedef struct {
     uint64_t merges;       /* MERGE actions applied by honest nodes */
     uint64_t unsent_max;   /* the most bytes one connection had queued at the simulator, not yet sent */
     uint64_t ideal_avg;    /* pairwise averages done (fixed topologies) */
+    uint64_t handshakes, handshakes_failed; /* the cores' handshakes_ok and _failed, summed over all lives */
+    uint64_t sig_checks, sig_hits; /* Ed25519 checks asked of the shared cache, and answered by it */
 } mm_sim_result;
 
 typedef struct {
@@ -48,6 +50,9 @@ typedef struct {
     FILE *trace; /* every core's log lines (NULL: none) */
     void *ctx;
     void (*on_report)(void *ctx, const mm_scenario *s, const mm_sim_report *r);
+    /* Check every signature in every core (else the cores share a cache of
+     * the checks that passed: the same answers, far fewer Ed25519 checks). */
+    bool no_sig_cache;
     /* Called every 65536 events with the virtual time (s). */
     void (*progress)(void *ctx, const mm_scenario *s, double t, uint64_t events);
 } mm_sim_opts;
