@@ -835,6 +835,18 @@ static bool clip_vector(mm_gossip *g, exch *x)
         float k = (float)scale[t];
         for (uint64_t i = tn->offset; i < tn->offset + tn->count; i++) r[i] = s[i] + k * (r[i] - s[i]);
     }
+    /* Values no tensor covers (the layout's alignment padding) mean nothing
+     * to the model and no bound applies to them: keep ours. Else a peer
+     * could park FLT_MAX there, then -FLT_MAX, and the second merge would
+     * overflow to -Inf, which bars us from averaging for good (SECURITY.md
+     * N3). Tensors come in layout order; were they not, this keeps more of
+     * our own values than needed, never fewer. */
+    uint64_t at = 0;
+    for (uint32_t t = 0; t <= nt; t++) {
+        uint64_t start = t < nt ? tensors[t].offset : g->cfg.params;
+        if (start > at) memcpy(r + at, s + at, (size_t)(start - at) * sizeof *r);
+        if (t < nt && tensors[t].offset + tensors[t].count > at) at = tensors[t].offset + tensors[t].count;
+    }
     return true;
 }
 

@@ -8,6 +8,7 @@
 #ifndef GOSSIP_HARNESS_H
 #define GOSSIP_HARNESS_H
 
+#include <malloc.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ typedef struct {
     mm_conn_id conn[2];
     h_fifo q[2];     /* q[i]: bytes from node[i] to node[1-i] */
     size_t unsent[2]; /* bytes to report with mm_gossip_sent after delivery */
+    bool raw_gone;   /* raw link (node[1] < 0): the core was told it closed */
 } h_link;
 
 typedef struct {
@@ -74,8 +76,12 @@ struct h_net {
     h_link links[H_MAX_LINKS];
     /* allocation accounting and failure injection */
     long allocs, frees, fail_at; /* fail the fail_at-th allocation (1-based); 0 = never */
+    size_t live_bytes, peak_bytes; /* what the cores hold (malloc_usable_size: an upper bound) */
     /* tamper hook: may modify bytes in flight from node `from`; called per delivery */
     void (*tamper)(h_net *net, int from, uint8_t *buf, size_t len);
+    /* edit hook: like tamper, after it, but may also change the length (drop,
+     * duplicate or replace whole frames); f->buf is malloc'ed */
+    void (*edit)(h_net *net, int from, h_fifo *f);
     size_t split; /* deliver in pieces of this many bytes (0 = all at once) */
     long stuck;   /* ticks after which a core's deadline was still not in the future */
     bool verbose;
@@ -89,7 +95,11 @@ static void *h_alloc(void *ctx, size_t n)
         return NULL;
     }
     void *p = malloc(n);
-    if (p) net->allocs++;
+    if (p) {
+        net->allocs++;
+        net->live_bytes += malloc_usable_size(p);
+        if (net->live_bytes > net->peak_bytes) net->peak_bytes = net->live_bytes;
+    }
     return p;
 }
 
@@ -98,6 +108,7 @@ static void h_free(void *ctx, void *p)
     h_net *net = ctx;
     if (p) {
         net->frees++;
+        net->live_bytes -= malloc_usable_size(p);
         free(p);
     }
 }
@@ -275,12 +286,26 @@ static bool h_deliver(h_net *net)
     for (int k = 0; k < H_MAX_LINKS; k++) {
         h_link *l = &net->links[k];
         if (!l->used) continue;
+        if (l->node[1] < 0) { /* raw: the test reads q[0] itself and writes with mm_gossip_received */
+            if (l->unsent[0]) {
+                mm_gossip_sent(net->nodes[l->node[0]].g, l->conn[0], l->unsent[0], net->now);
+                l->unsent[0] = 0;
+                moved = true;
+            }
+            if (l->closed[0] && !l->raw_gone) {
+                l->raw_gone = true;
+                mm_gossip_closed(net->nodes[l->node[0]].g, l->conn[0], net->now);
+                moved = true;
+            }
+            continue;
+        }
         for (int s = 0; s < 2; s++) {
             h_node *to = &net->nodes[l->node[1 - s]];
             if (l->q[s].len && !l->closed[1 - s]) {
                 h_fifo f = l->q[s];
                 memset(&l->q[s], 0, sizeof l->q[s]);
                 if (net->tamper) net->tamper(net, l->node[s], f.buf, f.len);
+                if (net->edit) net->edit(net, l->node[s], &f);
                 size_t step = net->split ? net->split : f.len;
                 for (size_t off = 0; off < f.len; off += step)
                     mm_gossip_received(to->g, l->conn[1 - s], f.buf + off, f.len - off < step ? f.len - off : step,
@@ -337,7 +362,7 @@ static void h_run(h_net *net, uint64_t until)
 
 /* n nodes on one network (vectors of dim floats), all joining through
  * node 0. */
-static void h_star(h_net *net, const uint8_t netkey[32], int n, size_t dim, uint64_t seed)
+__attribute__((unused)) static void h_star(h_net *net, const uint8_t netkey[32], int n, size_t dim, uint64_t seed)
 {
     for (int i = 0; i < n; i++) {
         mm_gossip_config c = h_config(i, netkey, dim, 0xab);
@@ -355,11 +380,27 @@ static void h_crash(h_net *net, int i)
         h_link *l = &net->links[k];
         if (!l->used || (l->node[0] != i && l->node[1] != i)) continue;
         int s = l->node[0] == i ? 1 : 0; /* the surviving side */
-        if (l->node[s] != i) mm_gossip_closed(net->nodes[l->node[s]].g, l->conn[s], net->now);
+        if (l->node[s] >= 0 && l->node[s] != i) mm_gossip_closed(net->nodes[l->node[s]].g, l->conn[s], net->now);
         free(l->q[0].buf);
         free(l->q[1].buf);
         memset(l, 0, sizeof *l);
     }
+}
+
+/* A raw link: connection c of node is played by the test, which reads what
+ * the core sends from q[0] and feeds bytes in with mm_gossip_received. */
+__attribute__((unused)) static h_link *h_raw_link(h_net *net, int node, mm_conn_id c)
+{
+    for (int k = 0; k < H_MAX_LINKS; k++)
+        if (!net->links[k].used) {
+            h_link *l = &net->links[k];
+            memset(l, 0, sizeof *l);
+            l->used = true;
+            l->node[0] = node, l->conn[0] = c;
+            l->node[1] = -1;
+            return l;
+        }
+    return NULL;
 }
 
 static int h_count_logs(const h_node *nd, mm_log_kind kind, int ok, const char *needle)
