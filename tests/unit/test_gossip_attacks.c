@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+/* cmocka.h needs the headers above first. */
 #include <cmocka.h>
 #include <float.h>
 #include <math.h>
@@ -27,7 +28,7 @@
 
 #define N 1000
 
-static const uint8_t netkey[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+static const uint8_t netkey[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
                                    17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 /* Gaps between the tensors, as in a real layout (tensor/layout.h aligns them). */
 static const mm_gossip_tensor tensors[3] = {{0, 600}, {608, 300}, {912, 88}};
@@ -140,17 +141,18 @@ typedef struct {
     h_link *link;
     uint8_t sk[64], id[32], s_sk[32];
     char addr[MM_ADDR_MAX];
-    uint8_t caps;       /* what our handshake payload claims */
-    int cipher;         /* record cipher to use; -1: what the core should pick */
+    uint8_t caps; /* what our handshake payload claims */
+    int bind;     /* 0: an honest binding; 1: of another static key; 2: for another network */
+    int cipher;   /* record cipher to use; -1: what the core should pick */
     mm_noise_hs hs;
     mm_record rec;
     uint8_t peer_payload[128];
     bool keyed;
     /* what the core sent on the session */
-    int nmsg[16];       /* CTRL and END messages, by type */
-    mm_msg last[16];    /* the last of each type */
+    int nmsg[16];    /* CTRL and END messages, by type */
+    mm_msg last[16]; /* the last of each type */
     int data_frames, abort_frames, close_frames;
-    bool auth_failed;   /* a frame of the core's failed our tag: a cipher mismatch */
+    bool auth_failed; /* a frame of the core's failed our tag: a cipher mismatch */
     uint8_t out[EVIL_BUF], in[EVIL_BUF];
 } evil;
 
@@ -196,8 +198,8 @@ static void noise_start(mm_noise_hs *hs, bool initiator, const uint8_t s_sk[32],
     network_id(nid);
     memcpy(prologue, "murmur/1", 8);
     memcpy(prologue + 8, nid, 32);
-    assert_int_equal(mm_noise_init(hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue,
-                                   s_sk, netkey, NULL),
+    assert_int_equal(mm_noise_init(hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue, s_sk,
+                                   netkey, NULL),
                      0);
     memset(e, 0x40 + seed, sizeof e);
     mm_noise_set_ephemeral(hs, e);
@@ -210,6 +212,8 @@ static void evil_payload(evil *ev, uint8_t p[105])
     network_id(nid);
     crypto_scalarmult_curve25519_base(s_pk, ev->s_sk);
     memcpy(m, "murmur-static-v1", 16);
+    if (ev->bind == 1) s_pk[0] ^= 1;
+    if (ev->bind == 2) nid[0] ^= 1;
     memcpy(m + 16, nid, 32);
     memcpy(m + 48, s_pk, 32);
     put_le64(m + 80, 0);
@@ -559,6 +563,28 @@ static void test_h7_small_order_keys(void **state)
     }
 }
 
+/* H6 (foreign bindings): msg3 carries a binding signature over another
+ * static key, or over the right key for another network: refused at msg3,
+ * no session. (Expiry is not checked: the core signs not_after = 0, "for
+ * the life of this static key", and has no wall clock.) */
+static void test_h6_foreign_binding(void **state)
+{
+    (void)state;
+    for (int bind = 1; bind <= 2; bind++) {
+        h_net net;
+        honest_nodes(&net, 1, 64, false);
+        evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+        ev->bind = bind;
+        assert_false(evil_join(ev));
+        assert_true(evil_closed(ev));
+        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "not bound to its identity"), 1);
+        assert_int_equal(stats(&net, 0).handshakes_ok, 0);
+        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_PEER_UP, -1, NULL), 0);
+        evil_free(ev);
+        finish(&net);
+    }
+}
+
 /* H9: an on-path attacker clears the AES-GCM bit of the caps byte. The caps
  * travel inside the encrypted handshake payloads (msg2, msg3), so the only
  * way to reach the bit is to flip the ciphertext bit above it: the payload's
@@ -843,7 +869,7 @@ static void test_r8_data_offsets(void **state)
     const struct {
         const char *what;
         uint64_t off[3];
-        size_t vals[3]; /* values per chunk; 0 = no chunk */
+        size_t vals[3];    /* values per chunk; 0 = no chunk */
         size_t bytes_last; /* 0: 4 * vals; else the last chunk's length in bytes */
     } cases[] = {
         {"offset past the end", {N, 0, 0}, {100, 0, 0}, 0},
@@ -920,6 +946,35 @@ static void test_o5_fin_without_end(void **state)
     }
 }
 
+/* O4 (here at unit level): the peer hangs up in the middle of a frame
+ * header, or in the middle of a DATA frame's body: the exchange is
+ * aborted, nothing merged, and every buffer the partial frame took is
+ * freed (finish() checks allocations against frees). */
+static void test_o4_fin_mid_frame(void **state)
+{
+    (void)state;
+    const size_t cut[2] = {MM_FRAME_HEADER / 2, MM_FRAME_HEADER + 1000};
+    for (int c = 0; c < 2; c++) {
+        h_net net;
+        evil *ev = core_and_evil(&net, false);
+        float x[N];
+        memcpy(x, net.nodes[0].x, sizeof x);
+        evil_request(ev, 9, MM_ENC_F32, 0);
+        static uint8_t pt[4 * N];
+        memset(pt, 0x3c, sizeof pt);
+        long n = mm_record_seal(&ev->rec, MM_FRAME_DATA, 9, 0, pt, sizeof pt, ev->out, sizeof ev->out);
+        assert_true(n > (long)cut[c]);
+        evil_push(ev, ev->out, cut[c]);
+        evil_fin(ev);
+        h_run(&net, net.now + MM_SEC(1));
+        assert_int_equal(net.nodes[0].merges, 0);
+        assert_memory_equal(net.nodes[0].x, x, sizeof x);
+        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_EXCHANGE, 0, "connection closed"), 1);
+        evil_free(ev);
+        finish(&net);
+    }
+}
+
 /* O6: an END whose total bytes, chunk count or encoding differ from what
  * arrived, or which comes before the last value: refused; the exchange is
  * aborted, nothing is merged. */
@@ -932,9 +987,8 @@ static void test_o6_lying_end(void **state)
         int dtotal, dchunks;
         uint8_t enc;
     } cases[] = {
-        {"total + 1", N, 1, 0, MM_ENC_F32},    {"total - 4", N, -4, 0, MM_ENC_F32},
-        {"chunks + 1", N, 0, 1, MM_ENC_F32},   {"chunks - 1", N, 0, -1, MM_ENC_F32},
-        {"encoding", N, 0, 0, MM_ENC_F16},     {"encoding q8", N, 0, 0, MM_ENC_Q8},
+        {"total + 1", N, 1, 0, MM_ENC_F32},   {"total - 4", N, -4, 0, MM_ENC_F32}, {"chunks + 1", N, 0, 1, MM_ENC_F32},
+        {"chunks - 1", N, 0, -1, MM_ENC_F32}, {"encoding", N, 0, 0, MM_ENC_F16},   {"encoding q8", N, 0, 0, MM_ENC_Q8},
         {"early", N - 100, 0, 0, MM_ENC_F32},
     };
     float v[N];
@@ -981,9 +1035,9 @@ static void test_m2_m3_hostile_ctrl(void **state)
     static uint8_t deep[10001];
     memset(deep, 0x91, 10000);
     deep[10000] = 0xc0;
-    static const uint8_t past_end[] = {0x92, 0x07, 0xd9, 0x10, 'a', 'b'};        /* str8 of 16, 2 present */
-    static const uint8_t truncated[] = {0x95, 0x02, 0x01, 0x00};                 /* EXCH_REQ of 5, 3 present */
-    static const uint8_t trailing[] = {0x92, 0x07, 0x2a, 0xc0};                  /* PING 42, then nil */
+    static const uint8_t past_end[] = {0x92, 0x07, 0xd9, 0x10, 'a', 'b'};         /* str8 of 16, 2 present */
+    static const uint8_t truncated[] = {0x95, 0x02, 0x01, 0x00};                  /* EXCH_REQ of 5, 3 present */
+    static const uint8_t trailing[] = {0x92, 0x07, 0x2a, 0xc0};                   /* PING 42, then nil */
     static const uint8_t huge_bin[] = {0x92, 0x07, 0xc6, 0xff, 0xff, 0xff, 0xff}; /* bin32 of 4 GiB */
     const struct {
         const uint8_t *p;
@@ -1576,6 +1630,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_h3_handshake_bit_flips),
         cmocka_unit_test(test_h7_small_order_keys),
+        cmocka_unit_test(test_h6_foreign_binding),
         cmocka_unit_test(test_h9_caps_downgrade),
         cmocka_unit_test(test_h10_simultaneous_open),
         cmocka_unit_test(test_y2_old_msg3),
@@ -1584,6 +1639,7 @@ int main(void)
         cmocka_unit_test(test_r7_resplit_stream),
         cmocka_unit_test(test_r8_data_offsets),
         cmocka_unit_test(test_o5_fin_without_end),
+        cmocka_unit_test(test_o4_fin_mid_frame),
         cmocka_unit_test(test_o6_lying_end),
         cmocka_unit_test(test_m2_m3_hostile_ctrl),
         cmocka_unit_test(test_e1_forged_address_record),
