@@ -921,9 +921,84 @@ static void try_finish(mm_gossip *g, exch *x, uint64_t now)
 }
 
 /* Stream our snapshot while the send window allows. */
+/* A DATA frame for a worker: encode (unless the snapshot already is the
+ * wire format) into the frame, then seal it in place. */
+typedef struct {
+    mm_seal_job seal;
+    const float *src; /* values to encode into the frame; NULL: seal.pt is the snapshot itself */
+    uint8_t *out_pt;  /* where the frame's plaintext goes */
+    size_t n;
+    uint8_t enc;
+} data_job;
+
+static void run_data_job(void *arg, uint32_t i)
+{
+    data_job *j = (data_job *)arg + i;
+    if (j->src) mm_enc_encode(j->enc, j->src, j->n, j->out_pt);
+    mm_seal_job_run(&j->seal);
+}
+
+#define PUMP_BATCH 32 /* frames handed out at once: a send window of the smallest (q8) chunks */
+
+/* With env.parallel: fill the send window with frames whose headers and
+ * counters are assigned here, in order, and whose encoding and sealing the
+ * runtime's workers do. Returns false when out of memory or nonces. */
+static bool pump_batch(mm_gossip *g, exch *x, conn *c)
+{
+    data_job jobs[PUMP_BATCH];
+    uint32_t k = 0;
+    size_t planned = 0;
+    for (uint64_t v = x->sent_vals; k < PUMP_BATCH && v < g->cfg.params && c->unwritten + c->out_len + planned < MM_SEND_WINDOW; k++) {
+        uint64_t n = g->cfg.params - v < MM_CHUNK_VALUES ? g->cfg.params - v : MM_CHUNK_VALUES;
+        planned += MM_FRAME_HEADER + mm_enc_bytes(x->enc, (size_t)n) + MM_FRAME_TAG;
+        v += n;
+    }
+    if (k == 0) return true;
+    if (!out_reserve(g, c, planned)) return false;
+    bool ok = true;
+    uint32_t made = 0;
+    for (; made < k; made++) {
+        data_job *j = &jobs[made];
+        uint64_t n = g->cfg.params - x->sent_vals < MM_CHUNK_VALUES ? g->cfg.params - x->sent_vals : MM_CHUNK_VALUES;
+        size_t len = mm_enc_bytes(x->enc, (size_t)n);
+        uint8_t *out = c->out + c->out_len;
+        j->src = x->snap + x->sent_vals;
+        j->n = (size_t)n;
+        j->enc = x->enc;
+        j->out_pt = out + MM_FRAME_HEADER;
+        const uint8_t *pt = j->out_pt;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (x->enc == MM_ENC_F32) { /* seal straight from the snapshot */
+            pt = (const uint8_t *)j->src;
+            j->src = NULL;
+        }
+#endif
+        long fl = mm_record_seal_defer(&c->rec, MM_FRAME_DATA, x->xid, x->sent_vals, pt, len, out,
+                                       c->out_cap - c->out_len, &j->seal);
+        if (fl < 0) {
+            ok = false;
+            break;
+        }
+        c->out_len += (size_t)fl;
+        g->st.bytes_out += (uint64_t)fl;
+        x->sent_vals += n;
+        x->sent_chunks++;
+        x->sent_bytes += len;
+    }
+    /* Even after a failure, the frames that took a counter are sealed: the
+     * stream stays what a serial core would have written. */
+    g->env.parallel(g->env.parallel_ctx, run_data_job, jobs, made);
+    for (uint32_t i = 0; i < made; i++) sodium_memzero(jobs[i].seal.key, sizeof jobs[i].seal.key);
+    return ok;
+}
+
 static void pump(mm_gossip *g, exch *x, conn *c)
 {
     if (!x->send_data || !x->have_snap || !x->acked || x->sent_end || c->closing) return;
+    if (g->env.parallel && !pump_batch(g, x, c)) {
+        abort_exchange(g, x, true, "out of memory", c->last_tx);
+        return;
+    }
     while (x->sent_vals < g->cfg.params && c->unwritten + c->out_len < MM_SEND_WINDOW) {
         uint64_t n = g->cfg.params - x->sent_vals;
         if (n > MM_CHUNK_VALUES) n = MM_CHUNK_VALUES;

@@ -37,6 +37,13 @@ typedef struct {
     void *(*alloc)(void *ctx, size_t bytes);
     void (*free)(void *ctx, void *p);
     void *alloc_ctx;
+    /* Optional (NULL: the core runs everything itself). Call fn(arg, i) for
+     * every i in [0, n), on any threads, in any order, and return when all
+     * have returned. The core hands out only pure work through it (sealing
+     * and encoding a batch of DATA frames whose counters it has assigned in
+     * order), so the bytes sent are those of a serial run. */
+    void (*parallel)(void *ctx, void (*fn)(void *arg, uint32_t i), void *arg, uint32_t n);
+    void *parallel_ctx;
 } mm_gossip_env;
 
 typedef enum { MM_WEIGHT_EQUAL = 0, MM_WEIGHT_SAMPLES = 1 } mm_weighting;

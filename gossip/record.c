@@ -122,8 +122,8 @@ int mm_frame_parse_header(const uint8_t *buf, mm_frame_hdr *h)
     return MM_OK;
 }
 
-long mm_record_seal(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt, size_t len,
-                    uint8_t *out, size_t cap)
+long mm_record_seal_defer(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt,
+                          size_t len, uint8_t *out, size_t cap, mm_seal_job *job)
 {
     if (!type_known((uint8_t)type) || len > max_plain((uint8_t)type)) return MM_ERR_INVALID;
     if (cap < MM_FRAME_HEADER + len + MM_FRAME_TAG) return MM_ERR_INVALID;
@@ -135,9 +135,34 @@ long mm_record_seal(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t off
     put_be16(out + 6, 0);
     put_be32(out + 8, xid);
     put_be64(out + 12, offset);
-    dir_encrypt(&r->tx, r->tx.n, out, MM_FRAME_HEADER, pt, len, out + MM_FRAME_HEADER, out + MM_FRAME_HEADER + len);
+    job->cipher = r->tx.cipher;
+    memcpy(job->key, r->tx.key, sizeof job->key);
+    job->n = r->tx.n;
+    job->pt = pt;
+    job->len = len;
+    job->out = out;
     dir_advance(&r->tx, r->rekey_every);
     return (long)(MM_FRAME_HEADER + len + MM_FRAME_TAG);
+}
+
+void mm_seal_job_run(const mm_seal_job *job)
+{
+    mm_record_dir d = {.cipher = job->cipher, .n = job->n};
+    memcpy(d.key, job->key, sizeof d.key);
+    uint8_t *out = job->out;
+    dir_encrypt(&d, job->n, out, MM_FRAME_HEADER, job->pt, job->len, out + MM_FRAME_HEADER,
+                out + MM_FRAME_HEADER + job->len);
+    sodium_memzero(d.key, sizeof d.key);
+}
+
+long mm_record_seal(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt, size_t len,
+                    uint8_t *out, size_t cap)
+{
+    mm_seal_job job;
+    long n = mm_record_seal_defer(r, type, xid, offset, pt, len, out, cap, &job);
+    if (n > 0) mm_seal_job_run(&job);
+    sodium_memzero(job.key, sizeof job.key);
+    return n;
 }
 
 int mm_record_open(mm_record *r, const mm_frame_hdr *h, const uint8_t *hdr, const uint8_t *ct, uint8_t *pt)

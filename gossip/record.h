@@ -73,6 +73,26 @@ int mm_frame_parse_header(const uint8_t *buf, mm_frame_hdr *h);
 long mm_record_seal(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt, size_t len,
                     uint8_t *out, size_t cap);
 
+/* Sealing off the core's thread. mm_record_seal_defer does everything of
+ * mm_record_seal that must happen in frame order (the checks, the header,
+ * taking the frame's counter and key, rekeying) and leaves the AEAD itself
+ * in *job; mm_seal_job_run then seals, a pure function of the job, so jobs
+ * may run on any threads in any order and give the bytes mm_record_seal
+ * would have. A job holds a copy of the key: wipe it (sodium_memzero) after
+ * running it. Until then, pt and out must stay valid and unchanged. */
+typedef struct {
+    mm_cipher cipher;
+    uint8_t key[32];
+    uint64_t n;
+    const uint8_t *pt;
+    size_t len;
+    uint8_t *out; /* the frame: header written, ciphertext and tag to come */
+} mm_seal_job;
+
+long mm_record_seal_defer(mm_record *r, mm_frame_type type, uint32_t xid, uint64_t offset, const uint8_t *pt,
+                          size_t len, uint8_t *out, size_t cap, mm_seal_job *job);
+void mm_seal_job_run(const mm_seal_job *job);
+
 /* Open a frame whose header h was parsed from hdr (MM_FRAME_HEADER bytes)
  * and whose ciphertext+tag is ct (h->len bytes), into pt (h->len - 16
  * bytes; may be the final destination, and may equal ct). If the tag fails,

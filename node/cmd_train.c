@@ -140,6 +140,7 @@ int mm_cmd_train(int argc, char **argv)
         {"metrics", MM_OPT_STRING, &a.nc.metrics_file, "FILE", "append JSON-lines metrics to FILE", 0, 0, NULL},
         {"throttle", MM_OPT_FLOAT, &a.nc.throttle, "FACTOR", "run FACTOR times slower (emulates a slower machine)", 1, 1000, NULL},
         {"join-timeout", MM_OPT_FLOAT, &a.nc.join_timeout, "T", "seconds to reach a bootstrap peer (default 10)", 0.1, 3600, NULL},
+        {"crypto-threads", MM_OPT_INT, &a.nc.crypto_threads, "T", "extra threads that encrypt outgoing parameters (default 0)", 0, 64, NULL},
     };
     mm_cli cli = {.command = "train",
                   .usage = "murmur train [--solo] [options]",

@@ -75,10 +75,12 @@ int mm_cmd_xbench(int argc, char **argv)
     int rounds = 5;
     const char *encoding = "f32";
     bool verbose = false;
+    int crypto_threads = 0;
     const mm_cli_opt opts[] = {
         {"params", MM_OPT_U64, &params, "N", "floats in the vector (default 1048576)", 1, 4294967296.0, NULL},
         {"rounds", MM_OPT_INT, &rounds, "R", "timed exchanges, after one warm-up (default 5)", 1, 64, NULL},
         {"encoding", MM_OPT_CHOICE, &encoding, "f32|f16|bf16|q8", "encoding on the wire (default f32)", 0, 0, enc_choices},
+        {"crypto-threads", MM_OPT_INT, &crypto_threads, "T", "extra threads per node sealing outgoing frames (default 0)", 0, 64, NULL},
         {"verbose", MM_OPT_FLAG, &verbose, NULL, "the nodes' log lines on stderr", 0, 0, NULL},
     };
     mm_cli cli = {.command = "exchange-bench",
@@ -102,6 +104,7 @@ int mm_cmd_xbench(int argc, char **argv)
     nc.throttle = 1.0f;
     nc.join_timeout = 10.0f;
     nc.quiet = !verbose;
+    nc.crypto_threads = crypto_threads;
     nc.no_clip = false;
 
     int fds[2];

@@ -19,6 +19,7 @@
 #include "gossip.h"
 #include "keys.h"
 #include "mailbox.h"
+#include "mm_pool.h"
 #include "util.h"
 
 #define MAX_SNAPS 16
@@ -58,6 +59,7 @@ typedef struct netnode {
     uv_thread_t thread;
     bool thread_started;
     mm_trainer tr; /* the training thread's, after start */
+    mm_pool *pool; /* crypto workers (--crypto-threads), used from the loop thread */
     struct {
         uint32_t xid;
         float *p;
@@ -1108,7 +1110,12 @@ int mm_node_run(const mm_node_config *cfg)
     gc.encoding = (uint8_t)enc;
     gc.weighting = cfg->weight_samples ? MM_WEIGHT_SAMPLES : MM_WEIGHT_EQUAL;
     gc.clip = !cfg->no_clip;
-    mm_gossip_env env = {env_random, NULL, env_alloc, env_free, NULL};
+    if (cfg->crypto_threads > 0 && !(n->pool = mm_pool_new(cfg->crypto_threads))) {
+        fprintf(stderr, "murmur train: cannot start %d crypto threads\n", cfg->crypto_threads);
+        goto out_loop;
+    }
+    mm_gossip_env env = {.random = env_random, .alloc = env_alloc, .free = env_free,
+                         .parallel = n->pool ? mm_pool_run : NULL, .parallel_ctx = n->pool};
     n->g = mm_gossip_new(&gc, &env, now_ns());
     sodium_memzero(&gc.identity_sk, sizeof gc.identity_sk);
     if (!n->g) {
@@ -1171,6 +1178,7 @@ out_loop:
     if (!uv_is_closing((uv_handle_t *)&n->listener)) uv_close((uv_handle_t *)&n->listener, NULL);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     uv_loop_close(&n->loop);
+    mm_pool_free(n->pool);
     if (n->metrics) fclose(n->metrics);
 out_trainer:
     mm_trainer_free(&n->tr);

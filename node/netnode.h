@@ -32,6 +32,7 @@ typedef struct {
     bool no_clip;              /* turn off per-tensor distance clipping */
     bool json, quiet;
     float join_timeout;        /* seconds to reach a bootstrap peer */
+    int crypto_threads;        /* workers besides the loop thread that seal outgoing DATA frames (0: none) */
     /* The exchange benchmark (murmur exchange-bench): a bare vector of
      * bench_params floats instead of a model, no training. The node with a
      * bootstrap peer times bench_rounds exchanges back to back (after one

@@ -564,7 +564,7 @@ static void start_node(sim *S, uint32_t i, bool first)
     addr_of(i, PORT, cfg.advertise);
     cfg.incarnation = ++nd->incarnation;
     mm_rng_seed(&nd->rng, derive(S->s->seed, 1, i, nd->incarnation));
-    mm_gossip_env env = {mm_rng_fill, &nd->rng, env_alloc, env_free, S};
+    mm_gossip_env env = {.random = mm_rng_fill, .random_ctx = &nd->rng, .alloc = env_alloc, .free = env_free, .alloc_ctx = S};
     nd->g = mm_gossip_new(&cfg, &env, S->e.now);
     sodium_memzero(cfg.identity_sk, sizeof cfg.identity_sk);
     if (!nd->g) {

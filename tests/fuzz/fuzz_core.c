@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c.exchange_period = MM_SEC(1);
         c.clip = true;
         mm_rng_seed(&sd[i].rng, (uint64_t)i + 1);
-        mm_gossip_env env = {mm_rng_fill, &sd[i].rng, f_alloc, f_free, NULL};
+        mm_gossip_env env = {.random = mm_rng_fill, .random_ctx = &sd[i].rng, .alloc = f_alloc, .free = f_free};
         sd[i].g = mm_gossip_new(&c, &env, now);
         if (!sd[i].g) abort();
         for (int k = 0; k < NV; k++) sd[i].x[k] = (float)(k * (i + 1));

@@ -83,6 +83,9 @@ struct h_net {
      * duplicate or replace whole frames); f->buf is malloc'ed */
     void (*edit)(h_net *net, int from, h_fifo *f);
     size_t split; /* deliver in pieces of this many bytes (0 = all at once) */
+    /* the cores' env.parallel (NULL: serial) */
+    void (*parallel)(void *ctx, void (*fn)(void *arg, uint32_t i), void *arg, uint32_t n);
+    void *parallel_ctx;
     long stuck;   /* ticks after which a core's deadline was still not in the future */
     bool verbose;
 };
@@ -138,7 +141,8 @@ static int h_add_node(h_net *net, const mm_gossip_config *cfg, uint64_t seed)
     memset(nd, 0, sizeof *nd);
     snprintf(nd->addr, sizeof nd->addr, "%s", cfg->advertise);
     mm_rng_seed(&nd->rng, seed);
-    mm_gossip_env env = {mm_rng_fill, &nd->rng, h_alloc, h_free, net};
+    mm_gossip_env env = {.random = mm_rng_fill, .random_ctx = &nd->rng, .alloc = h_alloc, .free = h_free, .alloc_ctx = net,
+                         .parallel = net->parallel, .parallel_ctx = net->parallel_ctx};
     nd->g = mm_gossip_new(cfg, &env, net->now);
     nd->x = calloc(net->n, sizeof(float));
     return nd->g ? i : -1;

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "gossip_harness.h"
+#include "mm_pool.h"
 
 #define N 1000 /* floats per vector: small, but several tensors and > 0 chunks */
 
@@ -148,6 +149,71 @@ static void test_encodings(void **state)
                 assert_true(fabsf(net.nodes[i].x[k] - 0.5f * (a[k] + b[k])) <= tol[e] * 14.0f);
         }
         h_free_net(&net);
+    }
+}
+
+/* R5: DATA frames sealed through env.parallel, by workers finishing in any
+ * order, give the byte streams and the averages of a serial core. */
+#define PAR_N 300000 /* several frames per send window, in every encoding */
+
+static void par_reverse(void *ctx, void (*fn)(void *arg, uint32_t i), void *arg, uint32_t n)
+{
+    (void)ctx;
+    for (uint32_t i = n; i-- > 0;) fn(arg, i);
+}
+
+static crypto_generichash_state par_hash[2];
+
+static void par_tap(h_net *net, int from, uint8_t *buf, size_t len)
+{
+    (void)net;
+    crypto_generichash_update(&par_hash[from], buf, len);
+}
+
+/* One exchange; the digests of what each node sent, and node 0's vector. */
+static void par_run(uint8_t enc, int mode, uint8_t digest[2][32], float *x0)
+{
+    h_net net;
+    net_init(&net, PAR_N);
+    mm_pool *pool = mode == 2 ? mm_pool_new(3) : NULL;
+    if (mode == 1) net.parallel = par_reverse;
+    if (mode == 2) {
+        assert_non_null(pool);
+        net.parallel = mm_pool_run;
+        net.parallel_ctx = pool;
+    }
+    net.tamper = par_tap;
+    for (int i = 0; i < 2; i++) crypto_generichash_init(&par_hash[i], NULL, 0, 32);
+    for (int i = 0; i < 2; i++) {
+        mm_gossip_config c = h_config(i, netkey, PAR_N, 0xab);
+        c.encoding = enc;
+        assert_int_equal(h_add_node(&net, &c, 700 + (uint64_t)i), i);
+        for (size_t k = 0; k < PAR_N; k++) net.nodes[i].x[k] = (float)((k * 7919 + (size_t)i * 104729) % 1000) * 1e-3f - 0.5f;
+    }
+    connect_and_average(&net);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_EXCHANGE, 1, NULL), 1);
+        crypto_generichash_final(&par_hash[i], digest[i], 32);
+    }
+    memcpy(x0, net.nodes[0].x, PAR_N * sizeof(float));
+    h_free_net(&net);
+    assert_int_equal(net.allocs, net.frees);
+    mm_pool_free(pool);
+}
+
+static void test_parallel_sealing(void **state)
+{
+    (void)state;
+    static float serial[PAR_N], other[PAR_N];
+    const uint8_t encs[] = {MM_ENC_F32, MM_ENC_F16, MM_ENC_Q8};
+    for (int e = 0; e < 3; e++) {
+        uint8_t d0[2][32], d1[2][32];
+        par_run(encs[e], 0, d0, serial);
+        for (int mode = 1; mode <= 2; mode++) {
+            par_run(encs[e], mode, d1, other);
+            assert_memory_equal(d0, d1, sizeof d0);
+            assert_memory_equal(serial, other, sizeof serial);
+        }
     }
 }
 
@@ -602,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_simultaneous_requests),
         cmocka_unit_test(test_delta_rule),
         cmocka_unit_test(test_encodings),
+        cmocka_unit_test(test_parallel_sealing),
         cmocka_unit_test(test_wrong_network_key),
         cmocka_unit_test(test_different_model),
         cmocka_unit_test(test_tamper_aborts_and_changes_nothing),

@@ -337,7 +337,7 @@ static void evil_hello(evil *ev, uint64_t seq)
 static bool evil_join(evil *ev)
 {
     uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105];
-    size_t len, plen;
+    size_t len = 0, plen = 0;
     evil_connect(ev);
     hs_push(ev, &ev->hs, NULL, 0, NULL, NULL);
     if (!hs_take(ev, msg, &len)) return false;
@@ -505,7 +505,7 @@ static void test_h7_small_order_keys(void **state)
             evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
             evil_connect(ev);
             uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105];
-            size_t len, plen;
+            size_t len = 0, plen = 0;
             if (where == 0) {
                 memcpy(ev->hs.e_pk, pts[p], 32);
                 hs_push(ev, &ev->hs, NULL, 0, NULL, NULL);
@@ -545,7 +545,7 @@ static void test_h7_small_order_keys(void **state)
             mm_gossip_connected(g, c, net.now);
             h_run(&net, net.now);
             uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105];
-            size_t len, plen;
+            size_t len = 0, plen = 0;
             assert_true(hs_take(ev, msg, &len));
             noise_start(&ev->hs, false, ev->s_sk, 9);
             assert_int_equal(mm_noise_read(&ev->hs, msg, len, payload, sizeof payload, &plen), 0);
@@ -646,7 +646,7 @@ static void test_y2_old_msg3(void **state)
     honest_nodes(&net, 1, 64, false);
     evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
     uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105], old[2 + MM_HS_MAX_MSG];
-    size_t len, plen, old_len = 0;
+    size_t len = 0, plen = 0, old_len = 0;
     /* session 1, recording our msg3 */
     evil_connect(ev);
     hs_push(ev, &ev->hs, NULL, 0, NULL, NULL);
