@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cert.h"
 #include "encode.h"
 #include "noise.h"
 #include "record.h"
@@ -21,6 +22,8 @@
 #define MAX_TOMBS 64
 #define REPLAY_SLOTS 1024 /* msg1 ephemerals remembered: one per slot (the low bits of the key) */
 #define HS_PAYLOAD_LEN (32 + 64 + 8 + 1)
+#define HS_PAYLOAD_CERT_LEN (HS_PAYLOAD_LEN + MM_CERT_BYTES) /* certs mode: the certificate follows */
+#define MAX_PFX_BANS 16 /* IPv4 /24 prefixes banned at once (SECURITY.md S2) */
 
 enum { CONN_FREE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_OPEN };
 enum { PEER_ALIVE, PEER_SUSPECT };
@@ -102,6 +105,11 @@ typedef struct {
     uint64_t tokens_at;
     uint64_t learn_since; /* start of this peer's current shuffle round */
     uint32_t learned;     /* new view entries its shuffles gave us in that round */
+    uint64_t expires_s;   /* wall time (unix s) the peer's binding or certificate ends: the session closes */
+    bool expires_cert;    /* ...and it is the certificate's */
+    bool has_serial;      /* certs mode: the peer's certificate serial, for revocation */
+    uint64_t serial;
+    uint64_t revs_sent;   /* version of the revocation list sent on this connection */
 } conn;
 
 typedef struct {
@@ -120,6 +128,12 @@ struct mm_gossip {
     uint8_t network_id[32];
     uint8_t static_sk[32], static_pk[32];
     uint8_t binding_sig[MM_SIG_BYTES];
+    uint64_t binding_not_after; /* unix s; the binding is made again when half of its life is left */
+    mm_revlist *revs;           /* certs mode: the newest owner-signed revocation list, or NULL */
+    struct {
+        long pfx;
+        uint64_t until;
+    } pfx_bans[MAX_PFX_BANS];   /* the /24s of banned identities (SECURITY.md §2.6, S2) */
     mm_addr_rec self;
     bool aes_ok, leaving;
 
@@ -186,6 +200,21 @@ static uint64_t get_le64(const uint8_t *p)
 }
 
 static void hex8(const uint8_t *id, char out[17]) { sodium_bin2hex(out, 17, id, 8); }
+
+/* Wall time in unix seconds at monotonic now (cfg.wall_offset_ns). */
+static int64_t wall_s(const mm_gossip *g, uint64_t now)
+{
+    int64_t ns = (int64_t)now + g->cfg.wall_offset_ns;
+    return ns < 0 ? 0 : ns / 1000000000;
+}
+
+/* The monotonic time at which wall time reaches unix second t. */
+static uint64_t mono_at(const mm_gossip *g, uint64_t t)
+{
+    if (t > (uint64_t)INT64_MAX / 1000000000u) return UINT64_MAX;
+    int64_t ns = (int64_t)t * 1000000000 - g->cfg.wall_offset_ns;
+    return ns < 0 ? 0 : (uint64_t)ns;
+}
 
 /* ------------------------------------------------------- the action queue */
 
@@ -456,6 +485,40 @@ static void decay(score_entry *s, uint64_t now)
     s->at = now;
 }
 
+static long prefix24(const char *addr);
+
+/* The /24 of addr is banned until `until` (loopback never: all of a
+ * machine's nodes share it). */
+static void ban_prefix(mm_gossip *g, const char *addr, uint64_t until)
+{
+    long pfx = prefix24(addr);
+    if (pfx < 0 || (pfx >> 16) == 127) return;
+    int slot = -1;
+    for (int i = 0; i < MAX_PFX_BANS && slot < 0; i++)
+        if (g->pfx_bans[i].until && g->pfx_bans[i].pfx == pfx) slot = i;
+    if (slot < 0) { /* a new prefix takes the place of the ban that ends first */
+        slot = 0;
+        for (int i = 1; i < MAX_PFX_BANS; i++)
+            if (g->pfx_bans[i].until < g->pfx_bans[slot].until) slot = i;
+        g->pfx_bans[slot].until = 0;
+    }
+    g->pfx_bans[slot].pfx = pfx;
+    if (until > g->pfx_bans[slot].until) g->pfx_bans[slot].until = until;
+    char a[64];
+    snprintf(a, sizeof a, "%ld.%ld.%ld.0/24", pfx >> 16, (pfx >> 8) & 255, pfx & 255);
+    logf_(g, MM_LOG_REFUSED, NULL, "address prefix %s banned with it", a);
+}
+
+/* Until when the /24 of addr is banned (0: it is not). */
+static uint64_t prefix_banned(const mm_gossip *g, const char *addr, uint64_t now)
+{
+    long pfx = prefix24(addr);
+    if (pfx < 0) return 0;
+    for (int i = 0; i < MAX_PFX_BANS; i++)
+        if (g->pfx_bans[i].until > now && g->pfx_bans[i].pfx == pfx) return g->pfx_bans[i].until;
+    return 0;
+}
+
 static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t now)
 {
     score_entry *s = score_of(g, id, true);
@@ -471,6 +534,8 @@ static void penalize(mm_gossip *g, const uint8_t *id, double amount, uint64_t no
               (unsigned long long)(s->ban_len / 1000000000ull), s->score);
         for (uint32_t i = 0; i < g->nconns; i++) {
             conn *c = g->conns[i];
+            if (c && c->state != CONN_FREE && c->authed && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
+                ban_prefix(g, c->addr, s->ban_until);
             if (c && c->state == CONN_OPEN && c->authed && memcmp(c->peer_id, id, MM_ID_BYTES) == 0)
                 close_conn(g, c, false, now);
         }
@@ -1161,14 +1226,6 @@ static void start_sync(mm_gossip *g, uint64_t now)
 
 /* ------------------------------------------------------------ handshake */
 
-static void make_payload(const mm_gossip *g, uint8_t *p)
-{
-    memcpy(p, g->id, 32);
-    memcpy(p + 32, g->binding_sig, 64);
-    put_le64(p + 96, 0); /* not_after: 0 = bound for the life of this static key */
-    p[104] = g->aes_ok ? 1 : 0;
-}
-
 static size_t binding_message(const mm_gossip *g, const uint8_t *static_pub, uint64_t not_after, uint8_t *m)
 {
     static const char dom[] = "murmur-static-v1";
@@ -1179,10 +1236,81 @@ static size_t binding_message(const mm_gossip *g, const uint8_t *static_pub, uin
     return 88;
 }
 
+/* Our static-key binding, valid for cfg.binding_lifetime of wall time, and
+ * made again once half of that is left (we hold the identity key), so every
+ * handshake presents one that lasts at least half a lifetime (SECURITY.md H6). */
+static void make_binding(mm_gossip *g, uint64_t now)
+{
+    uint64_t life_s = (g->cfg.binding_lifetime ? g->cfg.binding_lifetime : MM_BINDING_LIFETIME) / 1000000000u;
+    uint64_t w = (uint64_t)wall_s(g, now);
+    if (life_s < 2) life_s = 2;
+    if (g->binding_not_after && w + life_s / 2 < g->binding_not_after) return;
+    g->binding_not_after = w + life_s;
+    uint8_t m[88];
+    size_t n = binding_message(g, g->static_pk, g->binding_not_after, m);
+    crypto_sign_detached(g->binding_sig, NULL, m, n, g->cfg.identity_sk);
+}
+
+/* Our handshake payload (docs/protocol.md §3.2); returns its length. */
+static size_t make_payload(mm_gossip *g, uint8_t *p, uint64_t now)
+{
+    make_binding(g, now);
+    memcpy(p, g->id, 32);
+    memcpy(p + 32, g->binding_sig, 64);
+    put_le64(p + 96, g->binding_not_after);
+    p[104] = g->aes_ok ? 1 : 0;
+    if (!g->cfg.certs) return HS_PAYLOAD_LEN;
+    memcpy(p + HS_PAYLOAD_LEN, g->cfg.cert, MM_CERT_BYTES);
+    return HS_PAYLOAD_CERT_LEN;
+}
+
+/* Whether the owner signed l for this network (through the signature cache). */
+static bool revlist_ok(const mm_gossip *g, const mm_revlist *l)
+{
+    if (l->n > MM_REVOKE_MAX) return false;
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->e[i].kind > MM_REVOKE_KEY) return false;
+    uint8_t m[MM_REVLIST_MESSAGE_MAX];
+    size_t n = mm_revlist_message(l, g->network_id, m);
+    return sig_ok(g, l->sig, m, n, g->cfg.owner_pk);
+}
+
+/* Certs mode: the certificate that ends payload p, of identity p[0..32)
+ * (SECURITY.md §2.2, H5). On success c learns its serial and when it ends. */
+static bool cert_admits(mm_gossip *g, conn *c, const uint8_t *p, size_t len, int64_t w)
+{
+    char h[17];
+    hex8(p, h);
+    if (len != HS_PAYLOAD_CERT_LEN) {
+        fail_conn(g, c, 0, "peer %s presented no membership certificate", h);
+        return false;
+    }
+    mm_cert ct;
+    uint8_t m[14 + MM_CERT_SIGNED];
+    mm_cert_status st = mm_cert_decode(&ct, p + HS_PAYLOAD_LEN);
+    if (st == MM_CERT_OK && !sig_ok(g, ct.sig, m, mm_cert_message(&ct, m), g->cfg.owner_pk)) st = MM_CERT_NOT_OWNER;
+    if (st == MM_CERT_OK) st = mm_cert_check_fields(&ct, g->network_id, p, w);
+    if (st != MM_CERT_OK) {
+        fail_conn(g, c, 0, "peer %s: %s", h, mm_cert_why(st));
+        return false;
+    }
+    if (g->revs && mm_revlist_revokes(g->revs, &ct.serial, p)) {
+        fail_conn(g, c, 0, "peer %s: certificate revoked (serial %llu)", h, (unsigned long long)ct.serial);
+        return false;
+    }
+    c->has_serial = true;
+    c->serial = ct.serial;
+    if (ct.not_after + MM_CLOCK_SKEW_S < c->expires_s) {
+        c->expires_s = ct.not_after + MM_CLOCK_SKEW_S;
+        c->expires_cert = true;
+    }
+    return true;
+}
+
 /* Check the peer's handshake payload; on success fill c->peer_id. */
 static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, uint64_t now)
 {
-    if (len != HS_PAYLOAD_LEN) {
+    if (len != HS_PAYLOAD_LEN && len != HS_PAYLOAD_CERT_LEN) {
         fail_conn(g, c, 0, "handshake payload of %zu bytes", len);
         return false;
     }
@@ -1193,6 +1321,19 @@ static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, u
         fail_conn(g, c, 0, "the peer's static key is not bound to its identity in this network");
         return false;
     }
+    int64_t w = wall_s(g, now);
+    uint64_t not_after = get_le64(p + 96);
+    if (not_after == 0 || (not_after <= (uint64_t)INT64_MAX - MM_CLOCK_SKEW_S && (int64_t)not_after + MM_CLOCK_SKEW_S <= w)) {
+        fail_conn(g, c, 0, "the peer's static-key binding expired");
+        return false;
+    }
+    if (not_after > (uint64_t)w + MM_BINDING_LIFETIME_MAX / 1000000000u + MM_CLOCK_SKEW_S) {
+        fail_conn(g, c, 0, "the peer's static-key binding is valid for longer than %llu s",
+                  (unsigned long long)(MM_BINDING_LIFETIME_MAX / 1000000000u));
+        return false;
+    }
+    c->expires_s = not_after + MM_CLOCK_SKEW_S;
+    c->expires_cert = false;
     if (memcmp(p, g->id, MM_ID_BYTES) == 0) {
         fail_conn(g, c, 0, "connected to ourselves");
         return false;
@@ -1201,8 +1342,16 @@ static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, u
         fail_conn(g, c, 0, "reached a different identity than the one dialled");
         return false;
     }
+    if (g->cfg.certs && !cert_admits(g, c, p, len, w)) return false;
     if (!member_allowed(g, p)) {
         fail_conn(g, c, 0, "identity is not a member of this network (allowlist)");
+        return false;
+    }
+    uint64_t pfx_until = prefix_banned(g, c->addr, now);
+    if (pfx_until) { /* a fresh identity from a banned /24 starts banned (SECURITY.md S2) */
+        score_entry *se = score_of(g, p, true);
+        if (se && se->ban_until < pfx_until) se->ban_until = pfx_until;
+        fail_conn(g, c, 0, "address prefix is banned");
         return false;
     }
     if (banned(g, p, now)) {
@@ -1330,7 +1479,7 @@ static bool hs_begin(mm_gossip *g, conn *c, bool initiator)
 /* One complete handshake message from the peer. */
 static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, uint64_t now)
 {
-    uint8_t payload[MM_HS_MAX_MSG], mine[HS_PAYLOAD_LEN];
+    uint8_t payload[MM_HS_MAX_MSG], mine[HS_PAYLOAD_CERT_LEN];
     size_t plen;
     if (!c->outbound && !c->hs) { /* msg1 */
         if (len != MM_HS_MSG1_LEN) {
@@ -1351,8 +1500,8 @@ static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, ui
         }
         replay_seen(g, msg, now, true);
         set_ephemeral(g, c);
-        make_payload(g, mine);
-        if (!hs_send(g, c, mine, sizeof mine)) fail_conn(g, c, 0, "handshake write failed");
+        size_t ml = make_payload(g, mine, now);
+        if (!hs_send(g, c, mine, ml)) fail_conn(g, c, 0, "handshake write failed");
         return;
     }
     if (!c->hs || mm_noise_read(c->hs, msg, len, payload, sizeof payload, &plen) != 0) {
@@ -1361,8 +1510,8 @@ static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, ui
     }
     if (!check_payload(g, c, payload, plen, now)) return;
     if (c->outbound) { /* msg2 read: answer with msg3 */
-        make_payload(g, mine);
-        if (!hs_send(g, c, mine, sizeof mine)) {
+        size_t ml = make_payload(g, mine, now);
+        if (!hs_send(g, c, mine, ml)) {
             fail_conn(g, c, 0, "handshake write failed");
             return;
         }
@@ -1371,6 +1520,44 @@ static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, ui
 }
 
 /* ---------------------------------------------------------- control messages */
+
+/* Our revocation list to c, once per version and connection. */
+static void send_revs(mm_gossip *g, conn *c)
+{
+    if (!g->revs || c->revs_sent >= g->revs->version) return;
+    mm_msg m = {.type = MM_MSG_REVOKE};
+    m.u.revoke = *g->revs;
+    if (send_msg(g, c, &m)) c->revs_sent = g->revs->version;
+}
+
+/* A newer owner-signed list (checked by the caller): keep it, close the
+ * sessions of the members it revokes, forget them, pass it on to the other
+ * sessions (all but from's, which has it). Highest version wins, so the
+ * flood ends. */
+static void install_revs(mm_gossip *g, const mm_revlist *l, conn *from, uint64_t now)
+{
+    if (!g->revs && !(g->revs = g_alloc(g, sizeof *g->revs))) return; /* out of memory: not kept */
+    *g->revs = *l;
+    logf_(g, MM_LOG_INFO, NULL, "revocation list version %llu installed (%u entries)", (unsigned long long)l->version,
+          l->n);
+    if (from) from->revs_sent = l->version;
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = g->conns[i];
+        if (!c || c->state == CONN_FREE || c->closing || !c->authed) continue;
+        if (mm_revlist_revokes(l, c->has_serial ? &c->serial : NULL, c->peer_id)) {
+            char h[17];
+            hex8(c->peer_id, h);
+            logf_(g, MM_LOG_REFUSED, c->peer_id, "peer %s revoked by the network owner: session closed", h);
+            if (c->state == CONN_OPEN) send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+            c->graceful = true;
+            close_conn(g, c, false, now);
+        } else if (c->state == CONN_OPEN && c->hello_ok) {
+            send_revs(g, c);
+        }
+    }
+    for (int i = 0; i < MM_VIEW_SIZE; i++)
+        if (g->peers[i].used && mm_revlist_revokes(l, NULL, g->peers[i].rec.id)) forget(g, &g->peers[i], "revoked");
+}
 
 static void on_hello(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
 {
@@ -1416,6 +1603,7 @@ static void on_hello(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
     peer *p = learn(g, r, true, now);
     if (p) p->conn = c->id;
     logf_(g, MM_LOG_PEER_UP, c->peer_id, "session with %s (%s) up", h, r->addr[0] ? r->addr : c->addr);
+    send_revs(g, c); /* certs mode: a member that missed a revocation learns it here */
     if (c->outbound) send_shuffle(g, c, MM_MSG_SHUFFLE); /* a newcomer learns the network at once */
     if (c->pending_sync || g->sync_wanted) {
         c->pending_sync = false;
@@ -1615,6 +1803,20 @@ static void handle_ctrl(mm_gossip *g, conn *c, const uint8_t *pt, size_t len, ui
         c->graceful = true;
         break;
     }
+    case MM_MSG_REVOKE: {
+        if (!g->cfg.certs) break; /* no owner key to check it against: ignored */
+        uint64_t have = g->revs ? g->revs->version : 0;
+        if (m.u.revoke.version <= have) { /* ours or older: ignored (SECURITY.md Y3); a peer behind gets ours */
+            if (m.u.revoke.version < have) send_revs(g, c);
+            break;
+        }
+        if (!revlist_ok(g, &m.u.revoke)) {
+            fail_conn(g, c, MM_PENALTY_PROTOCOL, "revocation list not signed by the network owner");
+            return;
+        }
+        install_revs(g, &m.u.revoke, c, now);
+        break;
+    }
     default:
         fail_conn(g, c, MM_PENALTY_PROTOCOL, "unexpected message type %d", (int)m.type);
     }
@@ -1793,6 +1995,7 @@ static void recompute_deadline(mm_gossip *g)
         if (c->state != CONN_OPEN || !c->hello_ok)
             AT(c->opened + MM_HS_DEADLINE);
         else { /* the same conditions as do_timers */
+            if (c->expires_s) AT(mono_at(g, c->expires_s));
             AT((c->last_rx > c->last_tx ? c->last_rx : c->last_tx) + MM_KEEPALIVE);
             if (!c->xid) AT(c->last_useful + MM_IDLE_CLOSE);
             AT(c->last_rx + MM_DEAD_AFTER);
@@ -1853,7 +2056,15 @@ static void do_timers(mm_gossip *g, uint64_t now)
             continue;
         }
         uint64_t last = c->last_rx > c->last_tx ? c->last_rx : c->last_tx;
-        if (now >= c->last_rx + MM_DEAD_AFTER) { /* not even our pings are answered */
+        if (c->expires_s && now >= mono_at(g, c->expires_s)) { /* SECURITY.md §2.3: no session outlives them */
+            char h[17];
+            hex8(c->peer_id, h);
+            logf_(g, MM_LOG_INFO, c->peer_id, "session with %s closed: its %s expired", h,
+                  c->expires_cert ? "certificate" : "static-key binding");
+            send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+            c->graceful = true;
+            close_conn(g, c, false, now);
+        } else if (now >= c->last_rx + MM_DEAD_AFTER) { /* not even our pings are answered */
             logf_(g, MM_LOG_INFO, c->peer_id, "%s stopped answering", c->addr);
             close_conn(g, c, true, now);
         } else if (now >= c->last_useful + MM_IDLE_CLOSE && !c->xid) {
@@ -1954,7 +2165,8 @@ static void end(mm_gossip *g, uint64_t now)
 mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, uint64_t now)
 {
     if (!cfg || !env || !env->random || !env->alloc || !env->free || cfg->params == 0 ||
-        cfg->params > (1ull << 40) || cfg->encoding > MM_ENC_Q8 || sodium_init() < 0)
+        cfg->params > (1ull << 40) || cfg->encoding > MM_ENC_Q8 || cfg->binding_lifetime > MM_BINDING_LIFETIME_MAX ||
+        sodium_init() < 0)
         return NULL;
     mm_gossip *g = env->alloc(env->alloc_ctx, sizeof *g);
     if (!g) return NULL;
@@ -1962,6 +2174,7 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
     g->cfg = *cfg;
     g->env = *env;
     g->cfg.tensors = NULL;
+    g->cfg.revocations = NULL;
     g->clips = g_alloc(g, (cfg->ntensors ? cfg->ntensors : 1) * sizeof *g->clips);
     if (!g->clips) {
         mm_gossip_free(g);
@@ -1982,12 +2195,28 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
             }
     }
     crypto_sign_ed25519_sk_to_pk(g->id, cfg->identity_sk);
-    crypto_generichash(g->network_id, 32, (const uint8_t *)"murmur-net-v1", 13, cfg->network_key, 32);
+    if (cfg->certs) { /* our certificate must be the owner's, for us, in this network (its window is the peers' to check) */
+        mm_cert_network_id(cfg->owner_pk, g->network_id);
+        mm_cert ct;
+        if (mm_cert_decode(&ct, cfg->cert) != MM_CERT_OK || memcmp(ct.network_id, g->network_id, 32) != 0 ||
+            memcmp(ct.member_pk, g->id, MM_ID_BYTES) != 0 || !mm_cert_sig_ok(&ct, cfg->owner_pk) ||
+            (cfg->revocations && cfg->revocations->version && !revlist_ok(g, cfg->revocations))) {
+            mm_gossip_free(g);
+            return NULL;
+        }
+        if (cfg->revocations && cfg->revocations->version) {
+            if (!(g->revs = g_alloc(g, sizeof *g->revs))) {
+                mm_gossip_free(g);
+                return NULL;
+            }
+            *g->revs = *cfg->revocations;
+        }
+    } else {
+        crypto_generichash(g->network_id, 32, (const uint8_t *)"murmur-net-v1", 13, cfg->network_key, 32);
+    }
     env->random(env->random_ctx, g->static_sk, sizeof g->static_sk);
     crypto_scalarmult_curve25519_base(g->static_pk, g->static_sk);
-    uint8_t m[88];
-    size_t n = binding_message(g, g->static_pk, 0, m);
-    crypto_sign_detached(g->binding_sig, NULL, m, n, cfg->identity_sk);
+    make_binding(g, now);
     memcpy(g->self.id, g->id, MM_ID_BYTES);
     snprintf(g->self.addr, sizeof g->self.addr, "%s", cfg->advertise);
     g->self.seq = cfg->incarnation;
@@ -2018,6 +2247,7 @@ void mm_gossip_free(mm_gossip *g)
     g_free(g, g->scratch);
     g_free(g, g->tensors);
     g_free(g, g->clips);
+    g_free(g, g->revs);
     sodium_memzero(g->static_sk, sizeof g->static_sk);
     sodium_memzero(g->cfg.identity_sk, sizeof g->cfg.identity_sk);
     sodium_memzero(g->cfg.network_key, sizeof g->cfg.network_key);
@@ -2025,6 +2255,35 @@ void mm_gossip_free(mm_gossip *g)
 }
 
 const uint8_t *mm_gossip_id(const mm_gossip *g) { return g->id; }
+
+void mm_gossip_set_wall_offset(mm_gossip *g, int64_t offset_ns, uint64_t now)
+{
+    begin(g);
+    g->cfg.wall_offset_ns = offset_ns;
+    end(g, now);
+}
+
+int mm_gossip_set_revocations(mm_gossip *g, const mm_revlist *l, uint64_t now)
+{
+    if (!g->cfg.certs || !l || l->version <= (g->revs ? g->revs->version : 0)) return MM_ERR_STATE;
+    if (!revlist_ok(g, l)) return MM_ERR_AUTH;
+    begin(g);
+    install_revs(g, l, NULL, now);
+    int rc = g->revs && g->revs->version == l->version ? MM_OK : MM_ERR_NOMEM;
+    end(g, now);
+    return rc;
+}
+
+int mm_gossip_set_cert(mm_gossip *g, const uint8_t cert[MM_CERT_BYTES], uint64_t now)
+{
+    (void)now;
+    mm_cert ct;
+    if (!g->cfg.certs || mm_cert_decode(&ct, cert) != MM_CERT_OK || memcmp(ct.member_pk, g->id, MM_ID_BYTES) != 0 ||
+        memcmp(ct.network_id, g->network_id, 32) != 0 || !mm_cert_sig_ok(&ct, g->cfg.owner_pk))
+        return MM_ERR_INVALID;
+    memcpy(g->cfg.cert, cert, MM_CERT_BYTES);
+    return MM_OK;
+}
 
 void mm_gossip_set_sig_cache(mm_gossip *g, mm_gossip_sig_cache seen, void *ctx)
 {
@@ -2057,7 +2316,13 @@ int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
 mm_conn_id mm_gossip_accepted(mm_gossip *g, const char *from, uint64_t now)
 {
     begin(g);
-    conn *c = g->leaving ? NULL : new_conn(g, false, from, now);
+    conn *c = NULL;
+    uint64_t pfx_until = from ? prefix_banned(g, from, now) : 0;
+    if (pfx_until) /* SECURITY.md S2: refused before any crypto, whatever identity it would claim */
+        logf_(g, MM_LOG_REFUSED, NULL, "%s: address prefix is banned (for %llu s more)", from,
+              (unsigned long long)((pfx_until - now) / 1000000000ull));
+    else if (!g->leaving)
+        c = new_conn(g, false, from, now);
     end(g, now);
     return c ? c->id : 0;
 }

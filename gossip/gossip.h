@@ -71,6 +71,19 @@ typedef struct {
     /* Admission: if nallow > 0, only these identities are members. */
     const uint8_t (*allowlist)[32];
     uint32_t nallow;
+    /* Admission in certs mode (SECURITY.md §2.2): members hold a certificate
+     * (gossip/cert.h) signed by the network owner. network_id is then derived
+     * from owner_pk, not from the network key (which stays the Noise PSK). */
+    bool certs;
+    uint8_t owner_pk[32];
+    uint8_t cert[MM_CERT_BYTES]; /* ours: presented in the handshake; must name identity_sk's key */
+    const mm_revlist *revocations; /* an owner-signed list to start with (copied), or NULL */
+    /* Wall time, which certificates and static-key bindings are checked
+     * against: unix time in ns = the `now` of any call + wall_offset_ns. The
+     * core reads no clock: node/ sets this from the system clock (and keeps it
+     * current with mm_gossip_set_wall_offset), sim/ from its virtual time. */
+    int64_t wall_offset_ns;
+    uint64_t binding_lifetime; /* ns our static-key binding is valid; 0: MM_BINDING_LIFETIME */
 } mm_gossip_config;
 
 typedef enum {
@@ -124,6 +137,18 @@ void mm_gossip_free(mm_gossip *g);
  * function of those bytes, so the cache changes no outcome. */
 typedef bool (*mm_gossip_sig_cache)(void *ctx, const uint8_t d[MM_SIG_DIGEST], bool add);
 void mm_gossip_set_sig_cache(mm_gossip *g, mm_gossip_sig_cache seen, void *ctx);
+
+/* The runtime's wall clock moved against its monotonic one (NTP, a
+ * suspend): unix time in ns = now + offset_ns from now on. */
+void mm_gossip_set_wall_offset(mm_gossip *g, int64_t offset_ns, uint64_t now);
+/* Certs mode: install a newer revocation list (the owner's signature is
+ * checked; sessions of revoked members close, every other session gets the
+ * list). Returns MM_OK, MM_ERR_STATE if the core is not in certs mode or
+ * holds this version or a newer one, MM_ERR_AUTH if the owner did not sign it. */
+int mm_gossip_set_revocations(mm_gossip *g, const mm_revlist *l, uint64_t now);
+/* Certs mode: a renewed certificate of ours, for the handshakes to come.
+ * MM_ERR_INVALID if it is malformed, not the owner's, or not for us. */
+int mm_gossip_set_cert(mm_gossip *g, const uint8_t cert[MM_CERT_BYTES], uint64_t now);
 
 /* Our identity (Ed25519 public key). */
 const uint8_t *mm_gossip_id(const mm_gossip *g);

@@ -17,6 +17,17 @@
 #define MM_SIG_DIGEST 16              /* bytes of a signature check's digest (mm_gossip_env.sig_seen) */
 #define MM_SESSION_LIFETIME MM_SEC(3600) /* re-handshake after this */
 
+/* Wall time (unix time = monotonic now + mm_gossip_config.wall_offset_ns) */
+#define MM_CLOCK_SKEW_S 300               /* seconds of clock difference tolerated in validity windows */
+#define MM_BINDING_LIFETIME MM_SEC(86400) /* a static-key binding's not_after: made this far ahead */
+#define MM_BINDING_LIFETIME_MAX MM_SEC(7 * 86400) /* a peer's binding reaching further is refused */
+
+/* Membership certificates and revocation (certs mode, SECURITY.md §2.2) */
+#define MM_CERT_BYTES 156                 /* the fixed certificate */
+#define MM_CERT_LIFETIME_MAX_S (30 * 86400) /* not_after - not_before, at most */
+#define MM_CERT_LIFETIME_DEFAULT_S (7 * 86400) /* what `murmur cert issue` gives without --days */
+#define MM_REVOKE_MAX 128                 /* entries in a revocation list (serials and member keys) */
+
 /* Record layer */
 #define MM_FRAME_HEADER 20
 #define MM_FRAME_TAG 16

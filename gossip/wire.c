@@ -160,6 +160,11 @@ static bool msg_encodable(const mm_msg *m)
     case MM_MSG_LEAVE: return str_ok(m->u.leave.rec.addr, MM_ADDR_MAX);
     case MM_MSG_END: return m->u.end.encoding <= MM_ENC_Q8;
     case MM_MSG_DONE: return true;
+    case MM_MSG_REVOKE:
+        if (m->u.revoke.n > MM_REVOKE_MAX) return false;
+        for (uint32_t i = 0; i < m->u.revoke.n; i++)
+            if (m->u.revoke.e[i].kind > MM_REVOKE_KEY) return false;
+        return true;
     }
     return false;
 }
@@ -214,6 +219,15 @@ long mm_msg_encode(const mm_msg *m, uint8_t *out, size_t cap)
         rc = msgpack_pack_array(&pk, 2) | msgpack_pack_uint8(&pk, (uint8_t)m->type) |
              msgpack_pack_uint32(&pk, m->u.done.xid);
         break;
+    case MM_MSG_REVOKE: /* [13, version, [serial u64 | member key bin32, ...], sig bin64] */
+        rc = msgpack_pack_array(&pk, 4) | msgpack_pack_uint8(&pk, (uint8_t)m->type) |
+             msgpack_pack_uint64(&pk, m->u.revoke.version) | msgpack_pack_array(&pk, m->u.revoke.n);
+        for (uint32_t i = 0; i < m->u.revoke.n; i++) {
+            const mm_revoke_entry *en = &m->u.revoke.e[i];
+            rc |= en->kind == MM_REVOKE_KEY ? pack_bin(&pk, en->key, MM_ID_BYTES) : msgpack_pack_uint64(&pk, en->serial);
+        }
+        rc |= pack_bin(&pk, m->u.revoke.sig, MM_SIG_BYTES);
+        break;
     }
     if (rc != 0) return MM_ERR_LIMIT; /* out of room */
     return (long)o.len;
@@ -225,7 +239,7 @@ static const char *msg_name(uint64_t type)
 {
     static const char *const names[] = {
         NULL, "HELLO", "EXCH_REQ", "EXCH_ACK", "BUSY", "SHUFFLE", "SHUFFLE_REPLY",
-        "PING", "PONG", "LEAVE", "ERROR", "END", "DONE",
+        "PING", "PONG", "LEAVE", "ERROR", "END", "DONE", "REVOKE",
     };
     return type < sizeof names / sizeof names[0] ? names[type] : NULL;
 }
@@ -377,6 +391,35 @@ static int decode_fields(const dec_ctx *c, mm_msg *m, const msgpack_object *top)
     case MM_MSG_DONE:
         if ((rc = get_array(c, top, NULL, 2))) return rc;
         return get_u32(c, &e[1], "xid", &m->u.done.xid);
+    case MM_MSG_REVOKE: {
+        if ((rc = get_array(c, top, NULL, 4))) return rc;
+        if ((rc = get_uint(c, &e[1], "version", UINT64_MAX, &m->u.revoke.version))) return rc;
+        const msgpack_object *l = &e[2];
+        if (l->type != MSGPACK_OBJECT_ARRAY)
+            return mm_error_set(c->err, MM_ERR_FORMAT, "%s: field 'entries' must be an array", c->msg);
+        if (l->via.array.size > MM_REVOKE_MAX)
+            return mm_error_set(c->err, MM_ERR_FORMAT, "%s: field 'entries' has %u entries (max %u)", c->msg,
+                                (unsigned)l->via.array.size, (unsigned)MM_REVOKE_MAX);
+        m->u.revoke.n = l->via.array.size;
+        for (uint32_t i = 0; i < m->u.revoke.n; i++) {
+            const msgpack_object *o = &l->via.array.ptr[i];
+            mm_revoke_entry *en = &m->u.revoke.e[i];
+            char f[24];
+            snprintf(f, sizeof f, "entries[%u]", (unsigned)i);
+            if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                en->kind = MM_REVOKE_SERIAL;
+                en->serial = o->via.u64;
+            } else if (o->type == MSGPACK_OBJECT_BIN) {
+                en->kind = MM_REVOKE_KEY;
+                if ((rc = get_bin(c, o, f, en->key, MM_ID_BYTES))) return rc;
+            } else {
+                return mm_error_set(c->err, MM_ERR_FORMAT,
+                                    "%s: field '%s' must be a serial (unsigned integer) or a member key (bin 32)",
+                                    c->msg, f);
+            }
+        }
+        return get_bin(c, &e[3], "sig", m->u.revoke.sig, MM_SIG_BYTES);
+    }
     }
     return mm_error_set(c->err, MM_ERR_FORMAT, "message: unknown type %d", (int)m->type);
 }

@@ -38,6 +38,7 @@ typedef enum {
     MM_MSG_ERROR = 10,
     MM_MSG_END = 11, /* payload of an END frame */
     MM_MSG_DONE = 12, /* "I received your vector and it passed": both merge only after both said so */
+    MM_MSG_REVOKE = 13, /* the network owner's revocation list (certs mode), gossiped */
 } mm_msg_type;
 
 /* Vector encodings on the wire (bit i of a capability mask = encoding i). */
@@ -61,6 +62,21 @@ typedef struct {
     uint64_t seq;
     uint8_t sig[MM_SIG_BYTES];
 } mm_addr_rec;
+
+/* An owner-signed revocation list (certs mode; gossip/cert.h signs and
+ * checks it). Each entry revokes a certificate serial or a member key. */
+typedef enum { MM_REVOKE_SERIAL = 0, MM_REVOKE_KEY = 1 } mm_revoke_kind;
+typedef struct {
+    uint8_t kind;   /* mm_revoke_kind */
+    uint64_t serial; /* MM_REVOKE_SERIAL */
+    uint8_t key[MM_ID_BYTES]; /* MM_REVOKE_KEY */
+} mm_revoke_entry;
+typedef struct {
+    uint64_t version; /* the highest version wins; 0 = no list */
+    uint32_t n;
+    mm_revoke_entry e[MM_REVOKE_MAX];
+    uint8_t sig[MM_SIG_BYTES]; /* by the owner, over mm_revlist_message() */
+} mm_revlist;
 
 typedef struct {
     mm_msg_type type;
@@ -102,13 +118,15 @@ typedef struct {
             uint32_t chunks;
             uint8_t encoding;
         } end;
+        mm_revlist revoke; /* REVOKE */
     } u;
 } mm_msg;
 
 /* Encode m into out (capacity cap); returns the length or a negative mm_err:
  * MM_ERR_INVALID for what decoding would refuse (unknown type, an encoding
  * > 3, kind > 1, a string not NUL-terminated in its array, more than
- * MM_SHUFFLE_MAX records), MM_ERR_LIMIT when cap is too small. */
+ * MM_SHUFFLE_MAX records or MM_REVOKE_MAX revocation entries, a revocation
+ * entry of an unknown kind), MM_ERR_LIMIT when cap is too small. */
 long mm_msg_encode(const mm_msg *m, uint8_t *out, size_t cap);
 /* Decode one message; runs mm_mp_validate itself before msgpack-c sees the
  * bytes. Returns 0, MM_ERR_FORMAT (err names the message and field, e.g.

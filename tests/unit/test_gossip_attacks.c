@@ -21,6 +21,7 @@
 #include <float.h>
 #include <math.h>
 
+#include "cert.h"
 #include "encode.h"
 #include "gossip_harness.h"
 #include "noise.h"
@@ -33,8 +34,17 @@ static const uint8_t netkey[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 1
 /* Gaps between the tensors, as in a real layout (tensor/layout.h aligns them). */
 static const mm_gossip_tensor tensors[3] = {{0, 600}, {608, 300}, {912, 88}};
 
+/* The network under test: key mode (the default), or certs mode with an
+ * owner key and a wall clock (certs_nodes below). net_init resets it. */
+static struct {
+    bool certs;
+    uint8_t owner_sk[64], owner_pk[32];
+    int64_t wall_offset_ns; /* what the cores are configured with */
+} netmode;
+
 static void net_init(h_net *net, size_t n)
 {
+    memset(&netmode, 0, sizeof netmode);
     memset(net, 0, sizeof *net);
     net->n = n;
     net->verbose = getenv("MM_VERBOSE") != NULL;
@@ -98,8 +108,14 @@ static void put_le64(uint8_t *p, uint64_t v)
 
 static void network_id(uint8_t nid[32])
 {
-    crypto_generichash(nid, 32, (const uint8_t *)"murmur-net-v1", 13, netkey, 32);
+    if (netmode.certs)
+        mm_cert_network_id(netmode.owner_pk, nid);
+    else
+        crypto_generichash(nid, 32, (const uint8_t *)"murmur-net-v1", 13, netkey, 32);
 }
+
+/* Wall time (unix s) as the cores see it. */
+static int64_t wall_now(const h_net *net) { return ((int64_t)net->now + netmode.wall_offset_ns) / 1000000000; }
 
 /* An address record (or a leave notice) signed by sk, as docs/protocol.md §5.2. */
 static void sign_record(mm_addr_rec *r, const uint8_t sk[64], const char *addr, uint64_t seq, bool leave)
@@ -144,9 +160,12 @@ typedef struct {
     uint8_t caps; /* what our handshake payload claims */
     int bind;     /* 0: an honest binding; 1: of another static key; 2: for another network */
     int cipher;   /* record cipher to use; -1: what the core should pick */
+    uint64_t bind_not_after; /* our binding's not_after (unix s); 0: a day from now */
+    bool has_cert;           /* append cert to our handshake payload */
+    uint8_t cert[MM_CERT_BYTES];
     mm_noise_hs hs;
     mm_record rec;
-    uint8_t peer_payload[128];
+    uint8_t peer_payload[105 + MM_CERT_BYTES];
     bool keyed;
     /* what the core sent on the session */
     int nmsg[16];    /* CTRL and END messages, by type */
@@ -205,10 +224,12 @@ static void noise_start(mm_noise_hs *hs, bool initiator, const uint8_t s_sk[32],
     mm_noise_set_ephemeral(hs, e);
 }
 
-/* Our handshake payload: identity, static-key binding, not_after, caps. */
-static void evil_payload(evil *ev, uint8_t p[105])
+/* Our handshake payload: identity, static-key binding, not_after, caps, and
+ * the certificate if we have one; returns its length (105 or 261). */
+static size_t evil_payload(evil *ev, uint8_t *p)
 {
     uint8_t nid[32], m[88], s_pk[32];
+    uint64_t not_after = ev->bind_not_after ? ev->bind_not_after : (uint64_t)wall_now(ev->net) + 86400;
     network_id(nid);
     crypto_scalarmult_curve25519_base(s_pk, ev->s_sk);
     memcpy(m, "murmur-static-v1", 16);
@@ -216,11 +237,14 @@ static void evil_payload(evil *ev, uint8_t p[105])
     if (ev->bind == 2) nid[0] ^= 1;
     memcpy(m + 16, nid, 32);
     memcpy(m + 48, s_pk, 32);
-    put_le64(m + 80, 0);
+    put_le64(m + 80, not_after);
     memcpy(p, ev->id, 32);
     crypto_sign_detached(p + 32, NULL, m, sizeof m, ev->sk);
-    put_le64(p + 96, 0);
+    put_le64(p + 96, not_after);
     p[104] = ev->caps;
+    if (!ev->has_cert) return 105;
+    memcpy(p + 105, ev->cert, MM_CERT_BYTES);
+    return 105 + MM_CERT_BYTES;
 }
 
 /* Open a connection to the core and start our handshake state. */
@@ -336,16 +360,15 @@ static void evil_hello(evil *ev, uint64_t seq)
 /* The whole handshake, then HELLO both ways. Returns whether a session is up. */
 static bool evil_join(evil *ev)
 {
-    uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105];
+    uint8_t msg[MM_HS_MAX_MSG], payload[MM_HS_MAX_MSG], mine[105 + MM_CERT_BYTES];
     size_t len = 0, plen = 0;
     evil_connect(ev);
     hs_push(ev, &ev->hs, NULL, 0, NULL, NULL);
     if (!hs_take(ev, msg, &len)) return false;
     assert_int_equal(mm_noise_read(&ev->hs, msg, len, payload, sizeof payload, &plen), 0);
-    assert_int_equal(plen, 105);
+    assert_int_equal(plen, netmode.certs ? 105 + MM_CERT_BYTES : 105);
     memcpy(ev->peer_payload, payload, plen);
-    evil_payload(ev, mine);
-    hs_push(ev, &ev->hs, mine, sizeof mine, NULL, NULL);
+    hs_push(ev, &ev->hs, mine, evil_payload(ev, mine), NULL, NULL);
     if (evil_closed(ev)) return false;
     mm_cipher c = (crypto_aead_aes256gcm_is_available() && (ev->caps & 1) && (payload[104] & 1)) ? MM_CIPHER_AESGCM
                                                                                                  : MM_CIPHER_CHACHA;
@@ -1279,7 +1302,7 @@ static void test_e4_shuffle_flood(void **state)
             evil_send(ev, &m);
         }
         assert_true(evil_closed(ev));
-        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "banned"), 1);
+        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "banned for"), 1);
         evil_free(ev);
         finish(&net);
     }
@@ -1600,7 +1623,8 @@ static void test_l5_request_spam(void **state)
  * 50; reconnecting (a new handshake, a new connection) does not reset the
  * score: the third offence bans it, and the ban holds at the handshake.
  * After the ban, the decayed score is still kept: one more offence bans it
- * again, for twice as long. */
+ * again, for twice as long. (It comes back from another /24 each time: its
+ * own /24 is banned with it, S2.) */
 static void test_s3_score_survives_reconnect(void **state)
 {
     (void)state;
@@ -1615,6 +1639,7 @@ static void test_s3_score_survives_reconnect(void **state)
         assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "banned for 600 s"), i == 2);
         h_run(&net, net.now + MM_SEC(1));
     }
+    snprintf(ev->addr, sizeof ev->addr, "10.99.0.1:9000");
     assert_false(evil_join(ev));
     assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "identity is banned"), 1);
     h_run(&net, net.now + MM_BAN_FIRST);

@@ -72,6 +72,19 @@ static void sample(mm_msg *m, mm_msg_type t)
         m->u.end.encoding = MM_ENC_BF16;
         break;
     case MM_MSG_DONE: m->u.done.xid = 0x01020304; break;
+    case MM_MSG_REVOKE: /* the longest allowed, serials and member keys mixed */
+        m->u.revoke.version = 0x0102030405060708ull;
+        m->u.revoke.n = MM_REVOKE_MAX;
+        for (uint32_t i = 0; i < MM_REVOKE_MAX; i++) {
+            mm_revoke_entry *e = &m->u.revoke.e[i];
+            e->kind = i % 2 ? MM_REVOKE_KEY : MM_REVOKE_SERIAL;
+            if (e->kind == MM_REVOKE_KEY)
+                memset(e->key, (int)i, sizeof e->key);
+            else
+                e->serial = i == 0 ? UINT64_MAX : i;
+        }
+        memset(m->u.revoke.sig, 0x5c, sizeof m->u.revoke.sig);
+        break;
     }
 }
 
@@ -80,7 +93,7 @@ static uint8_t g_buf[MM_FRAME_CTRL_MAX];
 static void test_round_trip(void **state)
 {
     (void)state;
-    for (int t = MM_MSG_HELLO; t <= MM_MSG_DONE; t++) {
+    for (int t = MM_MSG_HELLO; t <= MM_MSG_REVOKE; t++) {
         mm_msg m, back;
         mm_error err;
         sample(&m, (mm_msg_type)t);
@@ -123,6 +136,12 @@ static void test_encode_refusals(void **state)
     assert_int_equal(mm_msg_encode(&m, g_buf, sizeof g_buf), MM_ERR_INVALID);
     sample(&m, MM_MSG_ERROR);
     memset(m.u.refuse.text, 'a', sizeof m.u.refuse.text);
+    assert_int_equal(mm_msg_encode(&m, g_buf, sizeof g_buf), MM_ERR_INVALID);
+    sample(&m, MM_MSG_REVOKE);
+    m.u.revoke.n = MM_REVOKE_MAX + 1;
+    assert_int_equal(mm_msg_encode(&m, g_buf, sizeof g_buf), MM_ERR_INVALID);
+    sample(&m, MM_MSG_REVOKE);
+    m.u.revoke.e[3].kind = 2;
     assert_int_equal(mm_msg_encode(&m, g_buf, sizeof g_buf), MM_ERR_INVALID);
     m.type = (mm_msg_type)99;
     assert_int_equal(mm_msg_encode(&m, g_buf, sizeof g_buf), MM_ERR_INVALID);
@@ -404,6 +423,26 @@ static void test_decode_errors(void **state)
     begin(2, MM_MSG_PONG);
     msgpack_pack_double(&g_pk, 1.0);
     expect_error("PONG", "'nonce'");
+    /* REVOKE: an entry neither a serial nor a 32-byte key; too many entries. */
+    begin(4, MM_MSG_REVOKE);
+    msgpack_pack_uint64(&g_pk, 2);
+    msgpack_pack_array(&g_pk, 2);
+    msgpack_pack_uint64(&g_pk, 7);
+    pack_str("k", 1);
+    pack_bin(MM_SIG_BYTES);
+    expect_error("REVOKE", "'entries[1]'");
+    begin(4, MM_MSG_REVOKE);
+    msgpack_pack_uint64(&g_pk, 2);
+    msgpack_pack_array(&g_pk, 1);
+    pack_bin(31);
+    pack_bin(MM_SIG_BYTES);
+    expect_error("REVOKE", "'entries[0]'");
+    begin(4, MM_MSG_REVOKE);
+    msgpack_pack_uint64(&g_pk, 2);
+    msgpack_pack_array(&g_pk, MM_REVOKE_MAX + 1);
+    for (int i = 0; i <= MM_REVOKE_MAX; i++) msgpack_pack_uint8(&g_pk, 1);
+    pack_bin(MM_SIG_BYTES);
+    expect_error("REVOKE", "'entries'");
     begin(4, MM_MSG_BUSY);
     msgpack_pack_uint32(&g_pk, 1);
     msgpack_pack_uint32(&g_pk, 1);
