@@ -120,6 +120,7 @@ int mm_cmd_train(int argc, char **argv)
         {"warmup", MM_OPT_FLOAT, &c->warmup_epochs, "E", "epochs of linear warm-up before the cosine decay (default 0.5)", 0, 1000, NULL},
         {"shard", MM_OPT_STRING, &a.shard, "I/N", "train on shard I of N of the training set", 0, 0, NULL},
         {"partition", MM_OPT_CHOICE, &a.partition, "iid|label", "how shards are cut (default iid)", 0, 0, part_choices},
+        {"skew", MM_OPT_FLOAT, &c->skew, "F", "with --partition label: the share of a shard from its 2-3 classes, the rest from all (default 1)", 0.01, 1, NULL},
         {"checkpoint", MM_OPT_STRING, &a.checkpoint, "FILE", "write a checkpoint after every epoch (atomically)", 0, 0, NULL},
         {"json", MM_OPT_FLAG, &a.json, NULL, "print a final JSON line", 0, 0, NULL},
         {"quiet", MM_OPT_FLAG, &a.quiet, NULL, "no progress line, no per-epoch lines", 0, 0, NULL},

@@ -33,7 +33,8 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
         goto fail;
     uint32_t *idx = NULL, count = t->train.n;
     if (c->nshards > 1 &&
-        (rc = mm_dataset_shard(&t->train, c->shard, c->nshards, c->partition, c->seed, &idx, &count, err)))
+        (rc = mm_dataset_shard_mixed(&t->train, c->shard, c->nshards, c->partition, c->skew > 0 ? (double)c->skew : 1.0,
+                                     c->seed, &idx, &count, err)))
         goto fail;
     rc = mm_loader_init(&t->loader, &t->train, idx, count, c->seed);
     free(idx);

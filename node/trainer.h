@@ -30,6 +30,7 @@ typedef struct {
     float clip_norm;     /* global gradient-norm bound (0 = off) */
     uint32_t shard, nshards;
     mm_partition partition;
+    float skew;          /* label partition: the fraction of the shard from its own classes (0 = 1, all) */
 } mm_train_config;
 
 /* The default recipe for a model (learning rate etc.), applied where the

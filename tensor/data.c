@@ -274,6 +274,12 @@ static uint32_t part_start(uint32_t n, uint64_t p, uint64_t parts) { return (uin
 int mm_dataset_shard(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_partition part, uint64_t seed,
                      uint32_t **idx, uint32_t *count, mm_error *err)
 {
+    return mm_dataset_shard_mixed(ds, shard, nshards, part, 1.0, seed, idx, count, err);
+}
+
+int mm_dataset_shard_mixed(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_partition part, double skew,
+                           uint64_t seed, uint32_t **idx, uint32_t *count, mm_error *err)
+{
     if (!ds || !idx || !count) return mm_error_set(err, MM_ERR_INVALID, "mm_dataset_shard: NULL argument");
     *idx = NULL;
     *count = 0;
@@ -291,6 +297,8 @@ int mm_dataset_shard(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_
         return mm_error_set(err, MM_ERR_INVALID, "shards: %u shards are too many for a label partition", nshards);
     if (part == MM_PART_LABEL && !ds->labels)
         return mm_error_set(err, MM_ERR_INVALID, "shards: label partition of a dataset without labels");
+    if (part == MM_PART_LABEL && !(skew > 0.0 && skew <= 1.0))
+        return mm_error_set(err, MM_ERR_INVALID, "shards: skew %g is not in (0, 1]", skew);
 
     uint32_t *all = malloc((size_t)n * sizeof *all);
     if (!all) return mm_error_set(err, MM_ERR_NOMEM, "shards: out of memory for %u indices", n);
@@ -328,15 +336,38 @@ int mm_dataset_shard(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_
             pieces[j] = t;
         }
         uint64_t p0 = pieces[2 * (uint64_t)shard], p1 = pieces[2 * (uint64_t)shard + 1];
-        free(pieces);
+        /* Keep the head (skew) of each of our pieces; the tails of all pieces
+         * form a pool, shuffled with the same generator and cut evenly. */
         uint32_t a0 = part_start(n, p0, npieces), b0 = part_start(n, p0 + 1, npieces);
         uint32_t a1 = part_start(n, p1, npieces), b1 = part_start(n, p1 + 1, npieces);
-        m = (b0 - a0) + (b1 - a1);
+        uint32_t h0 = (uint32_t)((double)(b0 - a0) * skew + 0.5), h1 = (uint32_t)((double)(b1 - a1) * skew + 0.5);
+        uint32_t *pool = NULL, npool = 0, t0 = 0, t1 = 0;
+        if (skew < 1.0) {
+            pool = malloc(((size_t)n + 1) * sizeof *pool);
+            if (!pool) {
+                free(pieces);
+                free(all);
+                return mm_error_set(err, MM_ERR_NOMEM, "shards: out of memory for %u indices", n);
+            }
+            for (uint64_t p = 0; p < npieces; p++) {
+                uint32_t a = part_start(n, p, npieces), b = part_start(n, p + 1, npieces);
+                uint32_t h = (uint32_t)((double)(b - a) * skew + 0.5);
+                memcpy(pool + npool, all + a + h, (size_t)(b - a - h) * sizeof *pool);
+                npool += b - a - h;
+            }
+            mm_rng_shuffle_u32(&rng, pool, npool);
+            t0 = part_start(npool, shard, nshards);
+            t1 = part_start(npool, (uint64_t)shard + 1, nshards);
+        }
+        free(pieces);
+        m = h0 + h1 + (t1 - t0);
         out = malloc((m ? m : 1) * sizeof *out);
         if (out) {
-            memcpy(out, all + a0, (size_t)(b0 - a0) * sizeof *out);
-            memcpy(out + (b0 - a0), all + a1, (size_t)(b1 - a1) * sizeof *out);
+            memcpy(out, all + a0, (size_t)h0 * sizeof *out);
+            memcpy(out + h0, all + a1, (size_t)h1 * sizeof *out);
+            if (pool) memcpy(out + h0 + h1, pool + t0, (size_t)(t1 - t0) * sizeof *out);
         }
+        free(pool);
     }
     free(all);
     if (!out) return mm_error_set(err, MM_ERR_NOMEM, "shards: out of memory for %u indices", m);

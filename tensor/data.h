@@ -49,6 +49,13 @@ typedef enum { MM_PART_IID, MM_PART_LABEL } mm_partition;
  * shard sees few classes (non-iid). *idx is malloc'd. */
 int mm_dataset_shard(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_partition part, uint64_t seed,
                      uint32_t **idx, uint32_t *count, mm_error *err);
+/* LABEL with a mix: only the fraction `skew` (in (0, 1]) of each shard comes
+ * from its own sorted pieces; the rest of every piece is pooled, shuffled and
+ * dealt evenly, so a shard holds mostly its few classes and a little of all.
+ * skew = 1 is mm_dataset_shard's LABEL; skew is ignored for IID. Still a
+ * partition: every example lands in exactly one shard. */
+int mm_dataset_shard_mixed(const mm_dataset *ds, uint32_t shard, uint32_t nshards, mm_partition part, double skew,
+                           uint64_t seed, uint32_t **idx, uint32_t *count, mm_error *err);
 
 /* Draws batches over a set of indices, reshuffled every epoch from a seed. */
 typedef struct {

@@ -557,6 +557,43 @@ static void test_shard_label(void **state)
             assert_int_equal(sizes[s], 200);
         }
     }
+    /* mixed (skew 0.8): still a partition, a quarter each; its own pieces
+     * (2-3 classes each) give 200 of 250, the pooled tails the rest. */
+    for (uint64_t seed = 0; seed < 20; seed++) {
+        uint8_t *seen = calloc(ds.n, 1);
+        assert_non_null(seen);
+        uint32_t total = 0;
+        for (uint32_t s = 0; s < 4; s++) {
+            uint32_t *idx = NULL, count = 0, own[10] = {0};
+            assert_int_equal(mm_dataset_shard_mixed(&ds, s, 4, MM_PART_LABEL, 0.8, seed, &idx, &count, NULL), MM_OK);
+            assert_true(count >= 249 && count <= 251);
+            for (uint32_t i = 0; i < count; i++) {
+                assert_int_equal(seen[idx[i]], 0);
+                seen[idx[i]] = 1;
+                if (i < 200) own[ds.labels[idx[i]]]++;
+            }
+            int distinct = 0;
+            for (int c = 0; c < 10; c++) distinct += own[c] > 0;
+            assert_true(distinct <= 6); /* the first 200 are the pieces' heads */
+            total += count;
+            free(idx);
+        }
+        assert_int_equal(total, ds.n);
+        free(seen);
+    }
+    /* skew 1 is the plain label partition; out of (0, 1] is refused */
+    uint32_t *i1 = NULL, *i2 = NULL, n1 = 0, n2 = 0;
+    assert_int_equal(mm_dataset_shard_mixed(&ds, 2, 4, MM_PART_LABEL, 1.0, 5, &i1, &n1, NULL), MM_OK);
+    assert_int_equal(mm_dataset_shard(&ds, 2, 4, MM_PART_LABEL, 5, &i2, &n2, NULL), MM_OK);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(i1, i2, n1 * sizeof *i1);
+    free(i1);
+    free(i2);
+    mm_error err = {0};
+    uint32_t *ix = NULL, nx = 0;
+    assert_int_equal(mm_dataset_shard_mixed(&ds, 0, 4, MM_PART_LABEL, 0.0, 5, &ix, &nx, &err), MM_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "skew"));
+    assert_int_equal(mm_dataset_shard_mixed(&ds, 0, 4, MM_PART_LABEL, 1.5, 5, &ix, &nx, &err), MM_ERR_INVALID);
     /* as many shards as examples: still a partition */
     mm_dataset small;
     synth(&small, 5);
