@@ -344,7 +344,7 @@ static void conn_trim(mm_gossip *g, conn *c)
 /* A buffer for n bytes decrypted or encoded out of place (freed in end()). */
 static uint8_t *scratch(mm_gossip *g, size_t n)
 {
-    if (g->scratch_cap < n) {
+    if (g->scratch_cap < n || !g->scratch) { /* n == 0 too: a CLOSE frame has no plaintext */
         g_free(g, g->scratch);
         g->scratch_cap = 0;
         if (!(g->scratch = g_alloc(g, n ? n : 1))) return NULL;
@@ -650,6 +650,7 @@ static const tomb *find_tomb(const mm_gossip *g, const uint8_t *id)
 static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64_t now)
 {
     if (memcmp(r->id, g->id, MM_ID_BYTES) == 0 || !r->addr[0] || !member_allowed(g, r->id)) return NULL;
+    if (g->revs && mm_revlist_revokes(g->revs, NULL, r->id)) return NULL; /* revoked by key */
     const tomb *t = find_tomb(g, r->id);
     if (t && r->seq <= t->seq) return NULL; /* it left; only a newer incarnation returns */
     peer *p = find_peer(g, r->id);
@@ -1548,6 +1549,8 @@ static void install_revs(mm_gossip *g, const mm_revlist *l, conn *from, uint64_t
             char h[17];
             hex8(c->peer_id, h);
             logf_(g, MM_LOG_REFUSED, c->peer_id, "peer %s revoked by the network owner: session closed", h);
+            peer *p = find_peer(g, c->peer_id);
+            if (p) p->used = false;
             if (c->state == CONN_OPEN) send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
             c->graceful = true;
             close_conn(g, c, false, now);

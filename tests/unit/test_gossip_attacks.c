@@ -160,7 +160,7 @@ typedef struct {
     uint8_t caps; /* what our handshake payload claims */
     int bind;     /* 0: an honest binding; 1: of another static key; 2: for another network */
     int cipher;   /* record cipher to use; -1: what the core should pick */
-    uint64_t bind_not_after; /* our binding's not_after (unix s); 0: a day from now */
+    uint64_t bind_not_after; /* our binding's not_after (unix s); 0: a day from now; UINT64_MAX: 0 */
     bool has_cert;           /* append cert to our handshake payload */
     uint8_t cert[MM_CERT_BYTES];
     mm_noise_hs hs;
@@ -230,6 +230,7 @@ static size_t evil_payload(evil *ev, uint8_t *p)
 {
     uint8_t nid[32], m[88], s_pk[32];
     uint64_t not_after = ev->bind_not_after ? ev->bind_not_after : (uint64_t)wall_now(ev->net) + 86400;
+    if (not_after == UINT64_MAX) not_after = 0; /* the old "for the key's life" */
     network_id(nid);
     crypto_scalarmult_curve25519_base(s_pk, ev->s_sk);
     memcpy(m, "murmur-static-v1", 16);
@@ -1650,6 +1651,334 @@ static void test_s3_score_survives_reconnect(void **state)
     finish(&net);
 }
 
+
+/* ============================================ certs mode (SECURITY.md §2.2) */
+
+#define T0 1700000000ll /* wall time (unix s) at virtual time 0 in these tests */
+#define DAY 86400
+
+/* A certificate for member, signed by sk (the owner's unless a test says
+ * otherwise), for network nid (NULL: ours). */
+static void issue(uint8_t out[MM_CERT_BYTES], const uint8_t sk[64], const uint8_t *nid, const uint8_t member[32],
+                  int64_t not_before, int64_t not_after, uint64_t serial)
+{
+    mm_cert c;
+    memset(&c, 0, sizeof c);
+    c.ver = MM_CERT_VERSION;
+    if (nid)
+        memcpy(c.network_id, nid, 32);
+    else
+        network_id(c.network_id);
+    memcpy(c.member_pk, member, 32);
+    c.not_before = (uint64_t)not_before;
+    c.not_after = (uint64_t)not_after;
+    c.serial = serial;
+    mm_cert_sign(&c, sk);
+    mm_cert_encode(&c, out);
+}
+
+/* An owner-signed revocation list: version, then serials (kind 0) or keys. */
+static mm_revlist revlist(uint64_t version, int nserial, const uint64_t *serials, const uint8_t *key)
+{
+    mm_revlist l;
+    memset(&l, 0, sizeof l);
+    l.version = version;
+    for (int i = 0; i < nserial; i++) l.e[l.n++] = (mm_revoke_entry){.kind = MM_REVOKE_SERIAL, .serial = serials[i]};
+    if (key) {
+        l.e[l.n].kind = MM_REVOKE_KEY;
+        memcpy(l.e[l.n++].key, key, 32);
+    }
+    mm_revlist_sign(&l, netmode.owner_sk);
+    return l;
+}
+
+/* n honest members (dim 64) of a certs-mode network; member i holds serial
+ * 100 + i valid [T0 - 1 h, T0 + 7 days) unless not_after[i] says otherwise;
+ * node 0 starts with revs (may be NULL). */
+static void certs_nodes(h_net *net, int n, const int64_t *not_after, const mm_revlist *revs)
+{
+    net_init(net, 64);
+    netmode.certs = true;
+    identity(netmode.owner_sk, 200);
+    crypto_sign_ed25519_sk_to_pk(netmode.owner_pk, netmode.owner_sk);
+    netmode.wall_offset_ns = T0 * 1000000000ll;
+    for (int i = 0; i < n; i++) {
+        mm_gossip_config c = h_config(i, netkey, 64, 0xab);
+        c.certs = true;
+        memcpy(c.owner_pk, netmode.owner_pk, 32);
+        c.wall_offset_ns = netmode.wall_offset_ns;
+        issue(c.cert, netmode.owner_sk, NULL, c.identity_sk + 32, T0 - 3600,
+              not_after && not_after[i] ? not_after[i] : T0 + 7 * DAY, 100 + (uint64_t)i);
+        c.revocations = i == 0 ? revs : NULL;
+        assert_int_equal(h_add_node(net, &c, 300 + (uint64_t)i), i);
+    }
+}
+
+/* H5: the initiator (a hostile holder of the network key) presents no
+ * certificate, or one that is expired, not yet valid, for another network,
+ * not signed by the owner, for another identity, too long, or revoked (by
+ * serial or by key): refused at msg3 with the reason, no session. A valid
+ * one is accepted, and the core's msg2 carried its own certificate. */
+static void test_h5_certificates(void **state)
+{
+    (void)state;
+    enum { NONE, EXPIRED, NOT_YET, OTHER_NET, NOT_OWNER, OTHER_MEMBER, TOO_LONG, REVOKED_SERIAL, REVOKED_KEY, VALID };
+    static const char *const why[] = {
+        "presented no membership certificate", "certificate expired", "certificate not yet valid",
+        "certificate is for another network",  "certificate not signed by the network owner",
+        "certificate names another identity",  "certificate valid for longer than 30 days",
+        "certificate revoked (serial 666)",    "certificate revoked (serial 7)", NULL,
+    };
+    for (int k = NONE; k <= VALID; k++) {
+        h_net net;
+        certs_nodes(&net, 1, NULL, NULL);
+        evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+        uint8_t other_sk[64], other_nid[32], nobody[32] = {9};
+        identity(other_sk, 201);
+        mm_cert_network_id(other_sk + 32, other_nid);
+        int64_t nb = T0 - 3600, na = T0 + DAY;
+        uint64_t serial = k == REVOKED_SERIAL ? 666 : 7;
+        if (k == EXPIRED) nb = T0 - 10 * DAY, na = T0 - MM_CLOCK_SKEW_S - 1;
+        if (k == NOT_YET) nb = T0 + MM_CLOCK_SKEW_S + 60, na = T0 + DAY;
+        if (k == TOO_LONG) na = nb + MM_CERT_LIFETIME_MAX_S + 1;
+        ev->has_cert = k != NONE;
+        issue(ev->cert, k == NOT_OWNER ? other_sk : netmode.owner_sk, k == OTHER_NET ? other_nid : NULL,
+              k == OTHER_MEMBER ? nobody : ev->id, nb, na, serial);
+        if (k == REVOKED_SERIAL || k == REVOKED_KEY) {
+            uint64_t s666 = 666;
+            mm_revlist l = revlist(1, k == REVOKED_SERIAL, &s666, k == REVOKED_KEY ? ev->id : NULL);
+            assert_int_equal(mm_gossip_set_revocations(net.nodes[0].g, &l, net.now), 0);
+        }
+        bool up = evil_join(ev);
+        if (k == VALID) {
+            assert_true(up);
+            assert_int_equal(stats(&net, 0).sessions, 1);
+            mm_cert mine;
+            assert_int_equal(mm_cert_decode(&mine, ev->peer_payload + 105), MM_CERT_OK); /* msg2 carried the core's */
+            assert_int_equal(mm_cert_check(&mine, netmode.owner_pk, mm_gossip_id(net.nodes[0].g), wall_now(&net)),
+                             MM_CERT_OK);
+        } else {
+            assert_false(up);
+            assert_true(evil_closed(ev));
+            if (h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, why[k]) != 1)
+                fail_msg("case %d: no refusal saying '%s'", k, why[k]);
+            assert_int_equal(stats(&net, 0).handshakes_ok, 0);
+            assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_PEER_UP, -1, NULL), 0);
+        }
+        evil_free(ev);
+        finish(&net);
+    }
+}
+
+/* H5, initiator side: a core dialling a responder whose certificate is not
+ * the owner's aborts after msg2 and never sends msg3 (its identity and
+ * certificate stay hidden). Two honest cores with valid certificates
+ * connect. A core refuses to start with a certificate not its own. */
+static void test_h5_responder_certificate(void **state)
+{
+    (void)state;
+    h_net net;
+    certs_nodes(&net, 2, NULL, NULL);
+    mm_gossip_bootstrap(net.nodes[1].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_MS(100));
+    assert_int_equal(stats(&net, 0).sessions, 1);
+    assert_int_equal(stats(&net, 1).sessions, 1);
+    finish(&net);
+
+    certs_nodes(&net, 2, NULL, NULL);
+    mm_gossip_free(net.nodes[0].g); /* node 0 again, with a certificate the owner never signed */
+    mm_gossip_config c = h_config(0, netkey, 64, 0xab);
+    c.certs = true;
+    memcpy(c.owner_pk, netmode.owner_pk, 32);
+    c.wall_offset_ns = netmode.wall_offset_ns;
+    uint8_t other_sk[64];
+    identity(other_sk, 201);
+    issue(c.cert, other_sk, NULL, c.identity_sk + 32, T0, T0 + DAY, 1);
+    mm_gossip_env env = {.random = mm_rng_fill, .random_ctx = &net.nodes[0].rng, .alloc = h_alloc, .free = h_free,
+                         .alloc_ctx = &net};
+    assert_null(mm_gossip_new(&c, &env, net.now)); /* refused at start */
+    /* and as a renewal */
+    mm_gossip_config ok = c;
+    issue(ok.cert, netmode.owner_sk, NULL, c.identity_sk + 32, T0, T0 + DAY, 1);
+    net.nodes[0].g = mm_gossip_new(&ok, &env, net.now);
+    assert_non_null(net.nodes[0].g);
+    assert_int_equal(mm_gossip_set_cert(net.nodes[0].g, c.cert, net.now), MM_ERR_INVALID);
+    finish(&net);
+
+    /* The responder's certificate expired: the initiator refuses after msg2. */
+    int64_t na[2] = {T0 - MM_CLOCK_SKEW_S - 1, 0};
+    certs_nodes(&net, 2, na, NULL);
+    mm_gossip_bootstrap(net.nodes[1].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_MS(100));
+    assert_int_equal(h_count_logs(&net.nodes[1], MM_LOG_REFUSED, -1, "certificate expired"), 1);
+    assert_int_equal(stats(&net, 0).handshakes_ok + stats(&net, 1).handshakes_ok, 0);
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "certificate"), 0); /* msg3 never came */
+    finish(&net);
+}
+
+/* H6 (expiry): a binding whose not_after is past (beyond the skew) is
+ * refused; so is one without expiry (0) and one reaching past the longest
+ * lifetime. The core's own binding is valid for MM_BINDING_LIFETIME and
+ * made again once half of it is gone. */
+static void test_h6_binding_expiry(void **state)
+{
+    (void)state;
+    const struct {
+        uint64_t not_after; /* wall time is 1000 s */
+        const char *why;
+    } cases[] = {
+        {1000 - MM_CLOCK_SKEW_S, "static-key binding expired"},
+        {UINT64_MAX, "static-key binding expired"}, /* evil_payload: not_after = 0, "no expiry" */
+        {1000 + MM_BINDING_LIFETIME_MAX / 1000000000u + MM_CLOCK_SKEW_S + 1, "valid for longer than"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        h_net net;
+        honest_nodes(&net, 1, 64, false);
+        h_run(&net, MM_SEC(1000));
+        evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+        ev->bind_not_after = cases[i].not_after;
+        assert_false(evil_join(ev));
+        assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, cases[i].why), 1);
+        assert_int_equal(stats(&net, 0).handshakes_ok, 0);
+        evil_free(ev);
+        finish(&net);
+    }
+    /* Within the skew: accepted. The core's own binding: a day ahead, renewed at half life. */
+    h_net net;
+    honest_nodes(&net, 1, 64, false);
+    evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+    ev->bind_not_after = 1; /* wall time is 0 here: 1 s ahead */
+    h_run(&net, MM_SEC(MM_CLOCK_SKEW_S - 10));
+    assert_true(evil_join(ev));
+    uint64_t first = 0, second = 0;
+    for (int i = 0; i < 8; i++) first |= (uint64_t)ev->peer_payload[96 + i] << (8 * i);
+    assert_int_equal(first, MM_BINDING_LIFETIME / 1000000000u);
+    h_run(&net, MM_BINDING_LIFETIME / 2 + MM_SEC(10));
+    ev->bind_not_after = 0;
+    assert_true(evil_join(ev));
+    for (int i = 0; i < 8; i++) second |= (uint64_t)ev->peer_payload[96 + i] << (8 * i);
+    assert_int_equal(second, (uint64_t)wall_now(&net) + MM_BINDING_LIFETIME / 1000000000u);
+    evil_free(ev);
+    finish(&net);
+}
+
+/* Y3 (expired certificate) and the expiry timer: node 1's certificate ends
+ * at T0 + 50 s (with the skew). Its session with node 0 is up before, closed
+ * at that instant by node 0, and the same certificate is refused after. */
+static void test_y3_expired_certificate(void **state)
+{
+    (void)state;
+    h_net net;
+    int64_t na[2] = {0, T0 + 50 - MM_CLOCK_SKEW_S};
+    certs_nodes(&net, 2, na, NULL);
+    mm_gossip_bootstrap(net.nodes[1].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_SEC(49));
+    assert_int_equal(stats(&net, 0).sessions, 1);
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_INFO, -1, "its certificate expired"), 0);
+    h_run(&net, MM_SEC(50) + MM_MS(1));
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_INFO, -1, "its certificate expired"), 1);
+    assert_int_equal(stats(&net, 0).sessions, 0);
+    /* node 1 comes back with the same certificate: refused */
+    mm_gossip_bootstrap(net.nodes[1].g, net.nodes[0].addr, net.now);
+    h_run(&net, net.now + MM_SEC(1));
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "certificate expired") >= 1);
+    assert_int_equal(stats(&net, 0).sessions, 0);
+    finish(&net);
+}
+
+/* Y3 (older revocation list) and revocation mid-session: nodes 0, 1, 2 (1
+ * and 2 joined through 0) and a hostile member. Node 0 holds list v2. The
+ * member sends v1 revoking node 1: ignored. It sends a forged v9: closed,
+ * penalised. A member sends v3 revoking node 1: node 0 closes node 1's
+ * session, forgets it, passes v3 to node 2, and refuses node 1 after. */
+static void test_y3_revocation_lists(void **state)
+{
+    (void)state;
+    h_net net;
+    mm_revlist v2;
+    certs_nodes(&net, 3, NULL, NULL);
+    uint64_t s999 = 999, s101 = 101;
+    v2 = revlist(2, 1, &s999, NULL);
+    assert_int_equal(mm_gossip_set_revocations(net.nodes[0].g, &v2, net.now), 0);
+    assert_int_equal(mm_gossip_set_revocations(net.nodes[0].g, &v2, net.now), MM_ERR_STATE); /* not newer */
+    for (int i = 1; i < 3; i++) mm_gossip_bootstrap(net.nodes[i].g, net.nodes[0].addr, net.now);
+    h_run(&net, MM_MS(100));
+    assert_int_equal(stats(&net, 0).sessions, 2);
+    /* node 0 handed v2 to both on HELLO */
+    for (int i = 1; i < 3; i++) assert_int_equal(h_count_logs(&net.nodes[i], MM_LOG_INFO, -1, "version 2 installed"), 1);
+
+    evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+    ev->has_cert = true;
+    issue(ev->cert, netmode.owner_sk, NULL, ev->id, T0 - 60, T0 + DAY, 50);
+    assert_true(evil_join(ev));
+    assert_int_equal(ev->nmsg[MM_MSG_REVOKE], 1);
+    assert_int_equal(ev->last[MM_MSG_REVOKE].u.revoke.version, 2);
+
+    mm_msg m = {.type = MM_MSG_REVOKE};
+    m.u.revoke = revlist(1, 1, &s101, NULL); /* older: ignored */
+    evil_send(ev, &m);
+    evil_poll(ev);
+    assert_false(evil_closed(ev));
+    assert_int_equal(stats(&net, 0).sessions, 3);
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "revoked"), 0);
+
+    m.u.revoke = revlist(3, 1, &s101, NULL); /* newer: node 1 (serial 101) goes */
+    evil_send(ev, &m);
+    evil_poll(ev);
+    h_run(&net, net.now + MM_MS(100));
+    assert_false(evil_closed(ev));
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "revoked by the network owner"), 1);
+    assert_int_equal(h_count_logs(&net.nodes[1], MM_LOG_REFUSED, -1, "out of memory"), 0); /* a clean CLOSE */
+    assert_false(in_view(&net, 0, mm_gossip_id(net.nodes[1].g), NULL));
+    assert_int_equal(h_count_logs(&net.nodes[2], MM_LOG_INFO, -1, "version 3 installed"), 1);
+    assert_int_equal(ev->nmsg[MM_MSG_REVOKE], 1); /* not sent back to where it came from */
+    /* node 1 tries again: refused at the handshake */
+    mm_gossip_bootstrap(net.nodes[1].g, net.nodes[0].addr, net.now);
+    h_run(&net, net.now + MM_MS(100));
+    assert_true(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "certificate revoked (serial 101)") >= 1);
+    assert_int_equal(stats(&net, 0).sessions, 2); /* node 2 and the member */
+
+    /* forged: signed by another key */
+    identity(netmode.owner_sk, 201); /* revlist signs with this "owner" key */
+    m.u.revoke = revlist(9, 0, NULL, NULL);
+    evil_send(ev, &m);
+    assert_true(evil_closed(ev));
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "revocation list not signed by the network owner"),
+                     1);
+    evil_free(ev);
+    finish(&net);
+}
+
+/* S2: a member banned for misbehaving from 10.66.0.1 takes its /24 with it:
+ * a fresh identity from 10.66.0.77 is refused at accept, before any crypto;
+ * one from another /24 is not; when the ban ends, the prefix is welcome. */
+static void test_s2_prefix_ban(void **state)
+{
+    (void)state;
+    h_net net;
+    honest_nodes(&net, 1, 64, false);
+    evil *ev = evil_new(&net, 0, 1, "10.66.0.1:9000");
+    static const uint8_t junk[] = {0xc1};
+    for (int i = 0; i < 3; i++) {
+        assert_true(evil_join(ev));
+        evil_send_frame(ev, MM_FRAME_CTRL, 0, 0, junk, sizeof junk);
+        h_run(&net, net.now + MM_SEC(1));
+    }
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "address prefix 10.66.0.0/24 banned"), 1);
+    assert_int_equal(mm_gossip_accepted(net.nodes[0].g, "10.66.0.77:9001", net.now), 0);
+    h_run(&net, net.now);
+    assert_int_equal(h_count_logs(&net.nodes[0], MM_LOG_REFUSED, -1, "10.66.0.77:9001: address prefix is banned"), 1);
+    evil *fresh = evil_new(&net, 0, 2, "10.67.0.1:9000");
+    assert_true(evil_join(fresh));
+    evil_free(fresh);
+    h_run(&net, net.now + MM_BAN_FIRST);
+    fresh = evil_new(&net, 0, 3, "10.66.0.77:9001");
+    assert_true(evil_join(fresh));
+    evil_free(fresh);
+    evil_free(ev);
+    finish(&net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1677,6 +2006,12 @@ int main(void)
         cmocka_unit_test(test_l3_slow_data),
         cmocka_unit_test(test_l5_request_spam),
         cmocka_unit_test(test_s3_score_survives_reconnect),
+        cmocka_unit_test(test_h5_certificates),
+        cmocka_unit_test(test_h5_responder_certificate),
+        cmocka_unit_test(test_h6_binding_expiry),
+        cmocka_unit_test(test_y3_expired_certificate),
+        cmocka_unit_test(test_y3_revocation_lists),
+        cmocka_unit_test(test_s2_prefix_ban),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
