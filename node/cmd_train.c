@@ -131,6 +131,9 @@ int mm_cmd_train(int argc, char **argv)
         {"bootstrap", MM_OPT_LIST, &a.nc.bootstrap, "HOST:PORT", "join the network through this member", 0, 0, NULL},
         {"key", MM_OPT_STRING, &a.nc.key_file, "FILE", "node identity (murmur keygen); default: CHECKPOINT_DIR/identity.key", 0, 0, NULL},
         {"network-key", MM_OPT_STRING, &a.nc.netkey_file, "FILE", "the network's key (murmur netkey); default: the open network", 0, 0, NULL},
+        {"owner-pub", MM_OPT_STRING, &a.nc.owner_pub, "HEX", "certs mode: members need certificates signed by this owner key", 0, 0, NULL},
+        {"cert", MM_OPT_STRING, &a.nc.cert_file, "FILE", "certs mode: this node's certificate (murmur cert issue)", 0, 0, NULL},
+        {"revocations", MM_OPT_STRING, &a.nc.revocations_file, "FILE", "certs mode: a revocation list (murmur cert revoke)", 0, 0, NULL},
         {"average-every", MM_OPT_INT, &a.nc.average_every, "STEPS", "average with a random peer every STEPS steps (default 20)", 1, 1000000, NULL},
         {"average-seconds", MM_OPT_FLOAT, &a.nc.average_seconds, "T", "also average every T seconds (default 0: by steps only)", 0, 86400, NULL},
         {"encoding", MM_OPT_CHOICE, &a.nc.encoding, "f32|f16|bf16|q8", "parameter encoding on the wire (default f32)", 0, 0, enc_choices},
@@ -168,6 +171,14 @@ int mm_cmd_train(int argc, char **argv)
     }
 
     if (!a.solo) {
+        if ((a.nc.cert_file || a.nc.revocations_file) && !a.nc.owner_pub) {
+            fprintf(stderr, "murmur train: --cert and --revocations are for certs mode: give --owner-pub HEX too\n");
+            return MM_EXIT_USAGE;
+        }
+        if (a.nc.owner_pub && !a.nc.cert_file) {
+            fprintf(stderr, "murmur train: --owner-pub needs --cert FILE, this node's certificate (murmur cert issue)\n");
+            return MM_EXIT_USAGE;
+        }
         if (a.checkpoint || a.bench_batches) {
             fprintf(stderr, "murmur train: --checkpoint and --bench-batches are for --solo; a node uses --checkpoint-dir\n");
             return MM_EXIT_USAGE;

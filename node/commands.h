@@ -8,6 +8,8 @@ int mm_cmd_eval(int argc, char **argv);
 int mm_cmd_inspect(int argc, char **argv);
 int mm_cmd_keygen(int argc, char **argv);
 int mm_cmd_netkey(int argc, char **argv);
+int mm_cmd_owner_keygen(int argc, char **argv);
+int mm_cmd_cert(int argc, char **argv);
 int mm_cmd_status(int argc, char **argv);
 int mm_cmd_demo(int argc, char **argv);
 int mm_cmd_sim(int argc, char **argv);

@@ -18,6 +18,8 @@ static const command commands[] = {
     {"inspect", mm_cmd_inspect, "layout, metadata and statistics of a checkpoint"},
     {"keygen", mm_cmd_keygen, "create a node identity key file"},
     {"netkey", mm_cmd_netkey, "create a network key file"},
+    {"owner-keygen", mm_cmd_owner_keygen, "create a network owner's key (certs mode)"},
+    {"cert", mm_cmd_cert, "issue membership certificates, revoke them (certs mode)"},
     {"status", mm_cmd_status, "show a running node's peers and counters"},
     {"sim", mm_cmd_sim, "run a simulated network from a scenario file"},
     {"exchange-bench", mm_cmd_xbench, "time exchanges between two nodes on 127.0.0.1 (a benchmark)"},
@@ -27,7 +29,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: murmur COMMAND [options]   (murmur COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv)

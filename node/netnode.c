@@ -89,9 +89,19 @@ typedef struct netnode {
         double t0, secs[64];
         uint64_t bytes_out;
     } bench;
+    int64_t wall_offset; /* what the core was last told (mm_gossip_set_wall_offset) */
 } netnode;
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
+
+/* Unix time in ns minus the loop's monotonic clock: the core's wall time
+ * (mm_gossip_config.wall_offset_ns). */
+static int64_t wall_offset(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - (int64_t)now_ns();
+}
 
 /* ------------------------------------------------------------ logging */
 
@@ -760,6 +770,12 @@ static void on_tick(uv_timer_t *t)
 {
     netnode *n = t->data;
     double now = mm_now_s();
+    int64_t off = wall_offset(); /* the system clock was set (NTP) or the machine slept: tell the core */
+    if (off - n->wall_offset > 1000000000 || n->wall_offset - off > 1000000000) {
+        n->wall_offset = off;
+        mm_gossip_set_wall_offset(n->g, off, now_ns());
+        flush(n);
+    }
     mm_gossip_get_stats(n->g, &n->st);
     if (now - n->st_prev_t >= 1.0) {
         double dt = now - n->st_prev_t;
@@ -969,6 +985,72 @@ static void env_free(void *ctx, void *p)
     free(p);
 }
 
+static void utc(uint64_t t, char out[40])
+{
+    time_t tt = (time_t)t;
+    strftime(out, 40, "%Y-%m-%d %H:%M:%S UTC", gmtime(&tt));
+}
+
+/* Certs mode: the owner key, our certificate (which must be the owner's,
+ * ours and valid now) and a revocation list. */
+static int load_certs(netnode *n, mm_gossip_config *gc)
+{
+    mm_error err = {0};
+    const char *cf = n->cfg.cert_file;
+    if (mm_key_parse_pub(n->cfg.owner_pub, gc->owner_pk) != 0) {
+        fprintf(stderr, "murmur train: --owner-pub '%s' is not a public key (64 hex digits)\n", n->cfg.owner_pub);
+        return 1;
+    }
+    if (mm_key_read_cert(cf, gc->cert, &err) != 0) {
+        fprintf(stderr, "murmur train: %s\n", err.msg);
+        return 1;
+    }
+    mm_cert c;
+    mm_cert_decode(&c, gc->cert);
+    char when[40], mine[65], theirs[65];
+    mm_cert_status st = mm_cert_check(&c, gc->owner_pk, NULL, (int64_t)time(NULL));
+    if (st == MM_CERT_OK && memcmp(c.member_pk, gc->identity_sk + 32, 32) != 0) {
+        sodium_bin2hex(mine, sizeof mine, gc->identity_sk + 32, 32);
+        sodium_bin2hex(theirs, sizeof theirs, c.member_pk, 32);
+        fprintf(stderr, "murmur train: %s is the certificate of member %s, but this node is %s (give its --key)\n", cf,
+                theirs, mine);
+        return 1;
+    }
+    if (st == MM_CERT_EXPIRED || st == MM_CERT_NOT_YET_VALID) {
+        utc(st == MM_CERT_EXPIRED ? c.not_after : c.not_before, when);
+        fprintf(stderr, "murmur train: %s: %s (%s %s); ask the network owner for a new one\n", cf, mm_cert_why(st),
+                st == MM_CERT_EXPIRED ? "since" : "until", when);
+        return 1;
+    }
+    if (st != MM_CERT_OK) {
+        fprintf(stderr, "murmur train: %s: %s%s\n", cf, mm_cert_why(st),
+                st == MM_CERT_NOT_OWNER || st == MM_CERT_OTHER_NETWORK ? " given with --owner-pub" : "");
+        return 1;
+    }
+    if (n->cfg.revocations_file) {
+        static mm_revlist l;
+        if (mm_key_read_revocations(n->cfg.revocations_file, &l, &err) != 0) {
+            fprintf(stderr, "murmur train: %s\n", err.msg);
+            return 1;
+        }
+        if (!mm_revlist_sig_ok(&l, gc->owner_pk)) {
+            fprintf(stderr, "murmur train: %s: revocation list not signed by the network owner given with --owner-pub\n",
+                    n->cfg.revocations_file);
+            return 1;
+        }
+        if (mm_revlist_revokes(&l, &c.serial, c.member_pk)) {
+            fprintf(stderr, "murmur train: %s revokes this node's certificate (serial %llu)\n", n->cfg.revocations_file,
+                    (unsigned long long)c.serial);
+            return 1;
+        }
+        gc->revocations = &l;
+    }
+    gc->certs = true;
+    utc(c.not_after, when);
+    say(n, "certs mode: certificate serial %llu valid until %s", (unsigned long long)c.serial, when);
+    return 0;
+}
+
 /* Identity and network key, from files or defaults. */
 static int load_keys(netnode *n, mm_gossip_config *gc)
 {
@@ -1000,7 +1082,7 @@ static int load_keys(netnode *n, mm_gossip_config *gc)
     } else { /* the open default network: anyone running murmur can join it */
         crypto_generichash(gc->network_key, 32, (const uint8_t *)"murmur-open-network-v1", 22, NULL, 0);
     }
-    return 0;
+    return n->cfg.owner_pub ? load_certs(n, gc) : 0;
 }
 
 /* Resume from <checkpoint-dir>/node.safetensors if it is there. */
@@ -1107,6 +1189,7 @@ int mm_node_run(const mm_node_config *cfg)
     gc.ntensors = l->n;
     snprintf(gc.advertise, sizeof gc.advertise, "%s", n->listen_addr);
     gc.incarnation = (uint64_t)time(NULL);
+    gc.wall_offset_ns = n->wall_offset = wall_offset();
     gc.encoding = (uint8_t)enc;
     gc.weighting = cfg->weight_samples ? MM_WEIGHT_SAMPLES : MM_WEIGHT_EQUAL;
     gc.clip = !cfg->no_clip;

@@ -21,6 +21,9 @@ typedef struct {
     mm_cli_list bootstrap;
     const char *key_file;      /* identity; NULL: <checkpoint-dir>/identity.key or ephemeral */
     const char *netkey_file;   /* NULL: the open default network */
+    const char *owner_pub;     /* certs mode: the owner's public key (hex); NULL: key mode */
+    const char *cert_file;     /* certs mode: this node's membership certificate */
+    const char *revocations_file; /* certs mode: an owner-signed revocation list to start with */
     const char *checkpoint_dir;
     const char *metrics_file;
     int average_every;         /* steps between exchanges */

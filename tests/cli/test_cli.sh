@@ -103,6 +103,36 @@ elif [ -z "$err" ]; then
     fail "murmur inspect <garbage> exited 1 without a message on stderr"
 fi
 
+# --- certs mode: owner key, certificates, revocation lists, and what train says of bad ones
+expect 0 "owner public key" -- owner-keygen --out "$tmp/owner.key"
+owner_pub="$(printf '%s\n' "$out" | sed -n 's/^owner public key.*: \([0-9a-f]\{64\}\)$/\1/p')"
+expect 0 "public key" -- keygen --out "$tmp/member.key"
+expect 0 -- keygen --out "$tmp/other.key"
+expect 0 -- owner-keygen --out "$tmp/owner2.key"
+expect_err 2 "unknown subcommand" -- cert frobnicate
+expect_err 2 "required" -- cert issue --member-key "$tmp/member.key" --out "$tmp/m.cert"
+expect_err 2 "not a public key" -- cert issue --owner "$tmp/owner.key" --member-pub 1234 --out "$tmp/m.cert"
+expect_err 2 "out of range" -- cert issue --owner "$tmp/owner.key" --member-key "$tmp/member.key" --days 31 --out "$tmp/m.cert"
+expect_err 1 "/nonexistent.key" -- cert issue --owner /nonexistent.key --member-key "$tmp/member.key" --out "$tmp/m.cert"
+expect 0 "certificate serial 42" -- cert issue --owner "$tmp/owner.key" --member-key "$tmp/member.key" --serial 42 --out "$tmp/m.cert"
+expect 0 -- cert issue --owner "$tmp/owner2.key" --member-key "$tmp/member.key" --out "$tmp/foreign.cert"
+expect_err 2 "at least one" -- cert revoke --owner "$tmp/owner.key" --out "$tmp/rev.lst"
+expect 0 "version 1 (1 entries)" -- cert revoke --owner "$tmp/owner.key" --serial 7 --out "$tmp/rev.lst"
+expect 0 "version 2 (2 entries)" -- cert revoke --owner "$tmp/owner.key" --from "$tmp/rev.lst" --serial 42 --out "$tmp/rev2.lst"
+expect_err 1 "not signed by this owner key" -- cert revoke --owner "$tmp/owner2.key" --from "$tmp/rev.lst" --serial 1 --out "$tmp/x.lst"
+expect_err 1 "not a murmur-revocations-v1 file" -- cert revoke --owner "$tmp/owner.key" --from "$tmp/m.cert" --serial 1 --out "$tmp/x.lst"
+if [ ${#owner_pub} != 64 ]; then
+    fail "murmur owner-keygen printed no 64-digit public key"
+else
+    expect_err 2 "--owner-pub needs --cert" -- train --owner-pub "$owner_pub" --key "$tmp/member.key"
+    expect_err 2 "give --owner-pub" -- train --cert "$tmp/m.cert" --key "$tmp/member.key"
+    expect_err 1 "not a public key" -- train --owner-pub xyz --cert "$tmp/m.cert" --key "$tmp/member.key"
+    expect_err 1 "not a murmur-cert-v1 file" -- train --owner-pub "$owner_pub" --cert "$tmp/rev.lst" --key "$tmp/member.key"
+    expect_err 1 "is the certificate of member" -- train --owner-pub "$owner_pub" --cert "$tmp/m.cert" --key "$tmp/other.key"
+    expect_err 1 "not signed by the network owner" -- train --owner-pub "$owner_pub" --cert "$tmp/foreign.cert" --key "$tmp/member.key"
+    expect_err 1 "revokes this node's certificate (serial 42)" -- train --owner-pub "$owner_pub" --cert "$tmp/m.cert" --key "$tmp/member.key" --revocations "$tmp/rev2.lst"
+fi
+
 # --- a short real run: train 1 epoch, eval, inspect, then a truncated checkpoint
 if [ -d "$data_dir" ]; then
     ckpt="$tmp/m.safetensors"
