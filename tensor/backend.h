@@ -61,6 +61,19 @@ typedef struct {
     void (*im2col)(mm_backend *be, float *cols, const float *x, const mm_conv_geom *g);
     /* dx[n,h,w,c] = sum of dcols[n*oh*ow, k*k*c] over the patches that read it (dx overwritten). */
     void (*col2im)(mm_backend *be, float *dx, const float *dcols, const mm_conv_geom *g);
+    /* Optional, all three or none (NULL: the model runs a convolution as im2col, gemm and bias_act itself):
+     * a whole convolution with bias and optional ReLU, done however suits the backend; w is [k,k,c,oc].
+     * conv_scratch: floats of scratch that conv_fwd and conv_bwd need for geometry g (up to g->n images) and
+     *   oc output channels; the caller allocates it, and its contents need not survive between calls.
+     * conv_fwd: y[n,oh,ow,oc] = conv(x[n,h,w,c], w) + bias[oc], then ReLU if relu.
+     * conv_bwd: from dy[n,oh,ow,oc], the gradient at the convolution's output (the ReLU's backward already
+     *   applied), dw[k,k,c,oc], db[oc] and, unless dx is NULL, dx[n,h,w,c], all overwritten; x and w as given
+     *   to conv_fwd. */
+    size_t (*conv_scratch)(mm_backend *be, const mm_conv_geom *g, int oc);
+    void (*conv_fwd)(mm_backend *be, float *y, const float *x, const float *w, const float *bias, bool relu,
+                     const mm_conv_geom *g, int oc, float *scratch);
+    void (*conv_bwd)(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x, const float *w,
+                     const mm_conv_geom *g, int oc, float *scratch);
     /* 2x2, stride 2: y[n,h/2,w/2,c] = max of x[n,h,w,c]; arg[i] = index into x of y[i]'s max. */
     void (*maxpool_fwd)(mm_backend *be, float *y, uint32_t *arg, const float *x, int n, int h, int w, int c);
     /* dx[n,h,w,c] = 0 except dx[arg[i]] = dy[i]. */

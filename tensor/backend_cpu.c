@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "conv_cpu.h"
 
 /* Not declared by every cblas.h. */
 extern void openblas_set_num_threads(int num_threads);
@@ -79,56 +80,36 @@ static void cpu_col_sum(mm_backend *be, float *restrict db, const float *restric
     }
 }
 
-static void cpu_im2col(mm_backend *be, float *restrict cols, const float *restrict x, const mm_conv_geom *g)
+static void cpu_im2col(mm_backend *be, float *cols, const float *x, const mm_conv_geom *g)
 {
     (void)be;
-    const int k = g->k, c = g->c, rowlen = k * k * c;
-    const size_t span = (size_t)k * c; /* one kernel row of one patch */
-    for (int n = 0; n < g->n; n++) {
-        const float *img = x + (size_t)n * g->h * g->w * c;
-        for (int oy = 0; oy < g->oh; oy++)
-            for (int ox = 0; ox < g->ow; ox++) {
-                float *restrict out = cols + (((size_t)n * g->oh + oy) * g->ow + ox) * rowlen;
-                const int x0 = ox - g->pad;
-                for (int ky = 0; ky < k; ky++, out += span) {
-                    const int iy = oy + ky - g->pad;
-                    if (iy < 0 || iy >= g->h) {
-                        memset(out, 0, span * sizeof *out);
-                        continue;
-                    }
-                    /* The in-bounds part of this kernel row is one contiguous run of x. */
-                    int lo = x0 < 0 ? -x0 : 0, hi = x0 + k > g->w ? g->w - x0 : k;
-                    if (lo > 0) memset(out, 0, (size_t)lo * c * sizeof *out);
-                    memcpy(out + (size_t)lo * c, img + ((size_t)iy * g->w + x0 + lo) * c,
-                           (size_t)(hi - lo) * c * sizeof *out);
-                    if (hi < k) memset(out + (size_t)hi * c, 0, (size_t)(k - hi) * c * sizeof *out);
-                }
-            }
-    }
+    mm_cpu_im2col(cols, x, g);
 }
 
-static void cpu_col2im(mm_backend *be, float *restrict dx, const float *restrict dcols, const mm_conv_geom *g)
+static void cpu_col2im(mm_backend *be, float *dx, const float *dcols, const mm_conv_geom *g)
 {
     (void)be;
-    const int k = g->k, c = g->c, rowlen = k * k * c;
-    memset(dx, 0, (size_t)g->n * g->h * g->w * c * sizeof *dx);
-    for (int n = 0; n < g->n; n++) {
-        float *img = dx + (size_t)n * g->h * g->w * c;
-        for (int oy = 0; oy < g->oh; oy++)
-            for (int ox = 0; ox < g->ow; ox++) {
-                const float *in = dcols + (((size_t)n * g->oh + oy) * g->ow + ox) * rowlen;
-                const int x0 = ox - g->pad;
-                for (int ky = 0; ky < k; ky++, in += (size_t)k * c) {
-                    const int iy = oy + ky - g->pad;
-                    if (iy < 0 || iy >= g->h) continue;
-                    int lo = x0 < 0 ? -x0 : 0, hi = x0 + k > g->w ? g->w - x0 : k;
-                    float *restrict dst = img + ((size_t)iy * g->w + x0 + lo) * c;
-                    const float *restrict src = in + (size_t)lo * c;
-                    const size_t len = (size_t)(hi - lo) * c;
-                    for (size_t i = 0; i < len; i++) dst[i] += src[i];
-                }
-            }
-    }
+    mm_cpu_col2im(dx, dcols, g);
+}
+
+static size_t cpu_conv_scratch(mm_backend *be, const mm_conv_geom *g, int oc)
+{
+    (void)be;
+    return mm_cpu_conv_scratch(g, oc);
+}
+
+static void cpu_conv_fwd(mm_backend *be, float *y, const float *x, const float *w, const float *bias, bool relu,
+                         const mm_conv_geom *g, int oc, float *scratch)
+{
+    (void)be;
+    mm_cpu_conv_fwd(y, x, w, bias, relu, g, oc, scratch);
+}
+
+static void cpu_conv_bwd(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x,
+                         const float *w, const mm_conv_geom *g, int oc, float *scratch)
+{
+    (void)be;
+    mm_cpu_conv_bwd(dw, db, dx, dy, x, w, g, oc, scratch);
 }
 
 static void cpu_maxpool_fwd(mm_backend *be, float *restrict y, uint32_t *restrict arg, const float *restrict x, int n,
@@ -259,6 +240,9 @@ static const mm_backend_ops cpu_ops = {
     .col_sum = cpu_col_sum,
     .im2col = cpu_im2col,
     .col2im = cpu_col2im,
+    .conv_scratch = cpu_conv_scratch,
+    .conv_fwd = cpu_conv_fwd,
+    .conv_bwd = cpu_conv_bwd,
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .softmax_xent = cpu_softmax_xent,

@@ -130,6 +130,7 @@ void mm_model_free(mm_model *m)
     be->ops->release(be, m->x);
     be->ops->release(be, m->y);
     be->ops->release(be, m->dcols);
+    be->ops->release(be, m->conv_scratch);
     be->ops->release(be, m->stats);
     free(m);
 }
@@ -162,12 +163,16 @@ int mm_model_create(mm_model **out, const char *name, mm_backend *be, int max_ba
     ALLOC(m->x, B * (size_t)m->in_size * sizeof(float));
     ALLOC(m->y, B * sizeof(int32_t));
     ALLOC(m->stats, 2 * sizeof(float));
-    size_t dcols = 0;
+    size_t dcols = 0, scratch = 0;
     for (int i = 0; i < m->nlayers; i++) {
         mm_layer *l = &m->layers[i];
         ALLOC(l->out, B * l->out_size * sizeof(float));
         ALLOC(l->dout, B * l->out_size * sizeof(float));
-        if (l->kind == MM_LAYER_CONV) {
+        if (l->kind == MM_LAYER_CONV && be->ops->conv_fwd) {
+            mm_conv_geom g = conv_geom(l, max_batch);
+            size_t need = be->ops->conv_scratch(be, &g, l->out_c);
+            if (need > scratch) scratch = need;
+        } else if (l->kind == MM_LAYER_CONV) {
             size_t K = (size_t)l->k * l->k * l->in_c, rows = (size_t)l->out_h * l->out_w;
             ALLOC(l->cols, B * rows * K * sizeof(float));
             if (i > 0 && (size_t)dcols_chunk(l) * rows * K > dcols) dcols = (size_t)dcols_chunk(l) * rows * K;
@@ -175,6 +180,7 @@ int mm_model_create(mm_model **out, const char *name, mm_backend *be, int max_ba
         if (l->kind == MM_LAYER_MAXPOOL) ALLOC(l->arg, B * l->out_size * sizeof(uint32_t));
     }
     if (dcols) ALLOC(m->dcols, dcols * sizeof(float));
+    if (scratch) ALLOC(m->conv_scratch, scratch * sizeof(float));
 #undef ALLOC
     if (!ok) {
         mm_model_free(m);
@@ -224,6 +230,10 @@ const float *mm_model_forward(mm_model *m, int n)
             break;
         case MM_LAYER_CONV: {
             mm_conv_geom g = conv_geom(l, n);
+            if (be->ops->conv_fwd) {
+                be->ops->conv_fwd(be, l->out, in, W, b, l->relu, &g, l->out_c, m->conv_scratch);
+                break;
+            }
             int rows = n * l->out_h * l->out_w, K = l->k * l->k * l->in_c;
             be->ops->im2col(be, l->cols, in, &g);
             be->ops->gemm(be, false, false, rows, l->out_c, K, 1.0f, l->cols, K, W, l->out_c, 0.0f, l->out,
@@ -264,6 +274,11 @@ void mm_model_backward(mm_model *m, int n)
                               l->in_c);
             break;
         case MM_LAYER_CONV: {
+            if (be->ops->conv_bwd) {
+                mm_conv_geom g = conv_geom(l, n);
+                be->ops->conv_bwd(be, dW, db, din, l->dout, in, W, &g, l->out_c, m->conv_scratch);
+                break;
+            }
             const int per = l->out_h * l->out_w, rows = n * per, K = l->k * l->k * l->in_c;
             be->ops->gemm(be, true, false, K, l->out_c, rows, 1.0f, l->cols, K, l->dout, l->out_c, 0.0f, dW,
                           l->out_c);

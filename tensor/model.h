@@ -36,7 +36,7 @@ typedef struct {
     size_t in_size, out_size; /* floats per example */
     /* Buffers, max_batch examples each. */
     float *out, *dout;
-    float *cols;     /* conv: im2col of the input, whole batch */
+    float *cols;     /* conv without the backend's conv_fwd: im2col of the input, whole batch */
     uint32_t *arg;   /* maxpool: argmax indices */
 } mm_layer;
 
@@ -51,7 +51,8 @@ typedef struct {
     float *params, *grads; /* layout.total floats each, on the backend */
     float *x;              /* input batch [max_batch, in_size] */
     int32_t *y;            /* labels [max_batch] */
-    float *dcols;          /* conv backward scratch */
+    float *dcols;          /* conv backward scratch (without the backend's conv_bwd) */
+    float *conv_scratch;   /* the backend's conv_fwd/conv_bwd scratch (with them) */
     size_t dcols_rows;     /* rows of dcols, per chunk */
     float *stats;          /* [2]: loss sum, correct count (see softmax_xent) */
 } mm_model;
