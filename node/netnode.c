@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -530,16 +531,36 @@ static void flush(netnode *n)
             break;
         case MM_ACT_SEND: {
             nconn *c = conn_find(n, a.conn);
-            wreq *w = c && !c->closing ? malloc(sizeof *w + a.len) : NULL;
+            if (!c || c->closing) {
+                mm_gossip_sent(n->g, a.conn, a.len, now_ns());
+                break;
+            }
+            /* Write what the socket takes now, without copying; queue only
+             * the rest (a copy: the core's bytes are only valid until its
+             * next call). Nothing may overtake bytes already queued. */
+            size_t done = 0;
+            if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+                uv_buf_t b = uv_buf_init((char *)(uintptr_t)a.data, (unsigned)a.len); /* libuv only reads it */
+                int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+                if (r > 0) done = (size_t)r;
+            }
+            if (done == a.len) {
+                mm_gossip_sent(n->g, a.conn, a.len, now_ns());
+                break;
+            }
+            wreq *w = malloc(sizeof *w + (a.len - done));
             if (!w) {
                 mm_gossip_sent(n->g, a.conn, a.len, now_ns());
+                conn_close(c);
                 break;
             }
             w->n = n;
             w->id = a.conn;
-            w->len = a.len;
-            memcpy(w->data, a.data, a.len);
-            uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)a.len);
+            w->len = a.len - done;
+            memcpy(w->data, a.data + done, a.len - done);
+            /* Only now: the call ends the lending of a.data. */
+            if (done) mm_gossip_sent(n->g, a.conn, done, now_ns());
+            uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
             if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
                 free(w);
                 conn_close(c);
@@ -1115,6 +1136,9 @@ static int maybe_resume(netnode *n)
 int mm_node_run(const mm_node_config *cfg)
 {
     if (sodium_init() < 0) return 1;
+    /* A peer that closes while we write must cost us that connection (the
+     * write fails with EPIPE), not the process. */
+    signal(SIGPIPE, SIG_IGN);
     netnode *n = calloc(1, sizeof *n);
     if (!n) return 1;
     n->cfg = *cfg;
