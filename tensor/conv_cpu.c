@@ -1,18 +1,20 @@
 /* Convolutions of the CPU backend: see conv_cpu.h for the two methods and when each is used.
  *
- * Winograd F(2x2, 5x5), in the notation of Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
- * (2016), with the interpolation points 0, 1, -1, 2, -2, infinity: for an output tile Y (2x2) read from an
- * input tile d (6x6) by a kernel g (5x5),
- *     Y = A^T [(G g G^T) . (B^T d B)] A        (. elementwise, 36 products)
- * and, summed over input channels, the 36 elementwise products per tile become 36 GEMMs over tiles x channels:
+ * Winograd F(4x4, 5x5), in the notation of Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"
+ * (2016), with the interpolation points 0, 1, -1, 2, -2, 1/2, -1/2, infinity (those of the common F(6x6, 3x3)):
+ * for an output tile Y (4x4) read from an input tile d (8x8) by a kernel g (5x5),
+ *     Y = A^T [(G g G^T) . (B^T d B)] A        (. elementwise, 64 products where the direct form takes 400)
+ * and, summed over input channels, the 64 elementwise products per tile become 64 GEMMs over tiles x channels:
  *     M[xi][tile, co] = sum over ci of V[xi][tile, ci] U[xi][ci, co],  V = B^T d B,  U = G g G^T.
  * The backward pass is the exact adjoint of that forward pass (so the gradients are those of the function the
  * forward pass computes): dM = A dY A^T; dU[xi] = V[xi]^T dM[xi]; dw = G^T dU G; dV[xi] = dM[xi] U[xi]^T;
- * dx = sum over tiles of B dV B^T. Against the direct convolution, the rounding error stays within a few float
- * ulps times the magnitudes summed (the points are small integers; the largest factor in B is 5).
+ * dx = sum over tiles of B dV B^T. The cnn's conv2 (14x14 outputs) takes 4 x 4 tiles per image, so 16 x 64
+ * products per channel pair against 196 x 25 directly: 3.0 times fewer, and 1.7 times fewer than F(2x2, 5x5),
+ * whose transforms cost about the same. The price is rounding: the transforms' entries reach 21/4 and 1/90,
+ * and test_ops measures the error against a double-precision direct convolution.
  *
  * Tiles are numbered image by image, row by row, and processed WINO_TILES at a time: transform the block's
- * inputs into V, 36 GEMMs, transform the products out, then the next block, so that V and M (about 660 KiB for
+ * inputs into V, 64 GEMMs, transform the products out, then the next block, so that V and M (about 590 KiB for
  * the cnn's conv2) stay in L2 and nothing of size batch x anything is ever written. */
 #include "conv_cpu.h"
 
@@ -83,75 +85,100 @@ static void gemm(int rows, int n, int K, const float *a, ptrdiff_t ars, ptrdiff_
     }
 }
 
-/* ---- Winograd F(2x2, 5x5) ---- */
+/* ---- Winograd F(4x4, 5x5) ---- */
 
 enum {
-    WINO_TILES = 48, /* tiles per block: a multiple of 12, the GEMM's row groups */
-    XI = 36,         /* transformed positions per tile (6 x 6) */
+    WM = 4,          /* outputs per tile side */
+    WA = 8,          /* inputs per tile side: WM + 5 - 1 */
+    XI = WA * WA,    /* transformed positions per tile */
+    WINO_TILES = 24, /* tiles per block: a multiple of 12, the GEMM's row groups */
 };
 
-/* The one-dimensional transforms on six (or five) vectors; the 2-D ones apply them to rows, then columns. */
+/* The one-dimensional transforms on eight (or four, or five) vectors; the 2-D ones apply them to rows, then
+ * columns. Written out rather than as matrix products: B^T has 42 non-zeros of 64, and the rows pair up as
+ * E +- O (the points +-p), which halves what is left. */
 
 /* t = B^T d */
-static inline void wino_bt(vf t[6], const vf d[6])
+static inline void wino_bt(vf t[WA], const vf d[WA])
 {
-    t[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
-    t[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
-    t[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
-    t[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
-    t[4] = d[4] - d[2] - 2.0f * (d[3] - d[1]);
-    t[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+    const vf e1 = d[2] - 4.25f * d[4] + d[6], o1 = d[1] - 4.25f * d[3] + d[5];
+    const vf e2 = 0.25f * d[2] - 1.25f * d[4] + d[6], o2 = 0.5f * d[1] - 2.5f * d[3] + 2.0f * d[5];
+    const vf e3 = 4.0f * d[2] - 5.0f * d[4] + d[6], o3 = 2.0f * d[1] - 2.5f * d[3] + 0.5f * d[5];
+    t[0] = d[0] - d[6] + 5.25f * (d[4] - d[2]);
+    t[1] = e1 + o1;
+    t[2] = e1 - o1;
+    t[3] = e2 + o2;
+    t[4] = e2 - o2;
+    t[5] = e3 + o3;
+    t[6] = e3 - o3;
+    t[7] = d[7] - d[1] + 5.25f * (d[3] - d[5]);
 }
 
 /* d = B t (the adjoint of wino_bt) */
-static inline void wino_b(vf d[6], const vf t[6])
+static inline void wino_b(vf d[WA], const vf t[WA])
 {
-    d[0] = 4.0f * t[0];
-    d[1] = 4.0f * (t[2] - t[1] + t[5]) + 2.0f * (t[4] - t[3]);
-    d[2] = -5.0f * t[0] - 4.0f * (t[1] + t[2]) - t[3] - t[4];
-    d[3] = t[1] - t[2] + 2.0f * (t[3] - t[4]) - 5.0f * t[5];
-    d[4] = t[0] + t[1] + t[2] + t[3] + t[4];
-    d[5] = t[5];
+    const vf s1 = t[1] + t[2], d1 = t[1] - t[2], s2 = t[3] + t[4], d2 = t[3] - t[4], s3 = t[5] + t[6], d3 = t[5] - t[6];
+    d[0] = t[0];
+    d[1] = d1 + 0.5f * d2 + 2.0f * d3 - t[7];
+    d[2] = s1 + 0.25f * s2 + 4.0f * s3 - 5.25f * t[0];
+    d[3] = 5.25f * t[7] - 4.25f * d1 - 2.5f * (d2 + d3);
+    d[4] = 5.25f * t[0] - 4.25f * s1 - 1.25f * s2 - 5.0f * s3;
+    d[5] = d1 + 2.0f * d2 + 0.5f * d3 - 5.25f * t[7];
+    d[6] = s1 + s2 + s3 - t[0];
+    d[7] = t[7];
 }
 
 /* y = A^T m */
-static inline void wino_at(vf y[2], const vf m[6])
+static inline void wino_at(vf y[WM], const vf m[WA])
 {
-    y[0] = m[0] + m[1] + m[2] + m[3] + m[4];
-    y[1] = m[1] - m[2] + 2.0f * (m[3] - m[4]) + m[5];
+    const vf s1 = m[1] + m[2], d1 = m[1] - m[2], s2 = m[3] + m[4], d2 = m[3] - m[4], s3 = m[5] + m[6], d3 = m[5] - m[6];
+    y[0] = m[0] + s1 + s2 + s3;
+    y[1] = d1 + 2.0f * d2 + 0.5f * d3;
+    y[2] = s1 + 4.0f * s2 + 0.25f * s3;
+    y[3] = d1 + 8.0f * d2 + 0.125f * d3 + m[7];
 }
 
 /* m = A y (the adjoint of wino_at) */
-static inline void wino_a(vf m[6], const vf y[2])
+static inline void wino_a(vf m[WA], const vf y[WM])
 {
+    const vf e1 = y[0] + y[2], o1 = y[1] + y[3], e2 = y[0] + 4.0f * y[2], o2 = 2.0f * y[1] + 8.0f * y[3];
+    const vf e3 = y[0] + 0.25f * y[2], o3 = 0.5f * y[1] + 0.125f * y[3];
     m[0] = y[0];
-    m[1] = y[0] + y[1];
-    m[2] = y[0] - y[1];
-    m[3] = y[0] + 2.0f * y[1];
-    m[4] = y[0] - 2.0f * y[1];
-    m[5] = y[1];
+    m[1] = e1 + o1;
+    m[2] = e1 - o1;
+    m[3] = e2 + o2;
+    m[4] = e2 - o2;
+    m[5] = e3 + o3;
+    m[6] = e3 - o3;
+    m[7] = y[3];
 }
 
 /* u = G g */
-static inline void wino_g(vf u[6], const vf g[5])
+static inline void wino_g(vf u[WA], const vf g[5])
 {
-    u[0] = 0.25f * g[0];
-    u[1] = (-1.0f / 6) * (g[0] + g[1] + g[2] + g[3] + g[4]);
-    u[2] = (-1.0f / 6) * (g[0] - g[1] + g[2] - g[3] + g[4]);
-    u[3] = (1.0f / 24) * (g[0] + 2.0f * g[1] + 4.0f * g[2] + 8.0f * g[3] + 16.0f * g[4]);
-    u[4] = (1.0f / 24) * (g[0] - 2.0f * g[1] + 4.0f * g[2] - 8.0f * g[3] + 16.0f * g[4]);
-    u[5] = g[4];
+    const vf e1 = g[0] + g[2] + g[4], o1 = g[1] + g[3];
+    const vf e2 = g[0] + 4.0f * g[2] + 16.0f * g[4], o2 = 2.0f * g[1] + 8.0f * g[3];
+    const vf e3 = 32.0f * g[0] + 8.0f * g[2] + 2.0f * g[4], o3 = 16.0f * g[1] + 4.0f * g[3];
+    u[0] = g[0];
+    u[1] = (-2.0f / 9) * (e1 + o1);
+    u[2] = (-2.0f / 9) * (e1 - o1);
+    u[3] = (1.0f / 90) * (e2 + o2);
+    u[4] = (1.0f / 90) * (e2 - o2);
+    u[5] = (1.0f / 45) * (e3 + o3);
+    u[6] = (1.0f / 45) * (e3 - o3);
+    u[7] = g[4];
 }
 
 /* g = G^T u (the adjoint of wino_g) */
-static inline void wino_gt(vf g[5], const vf u[6])
+static inline void wino_gt(vf g[5], const vf u[WA])
 {
-    const vf s = u[1] + u[2], d = u[2] - u[1], s34 = u[3] + u[4], d34 = u[3] - u[4];
-    g[0] = 0.25f * u[0] - (1.0f / 6) * s + (1.0f / 24) * s34;
-    g[1] = (1.0f / 6) * d + (1.0f / 12) * d34;
-    g[2] = (1.0f / 6) * (s34 - s);
-    g[3] = (1.0f / 6) * d + (1.0f / 3) * d34;
-    g[4] = (2.0f / 3) * s34 - (1.0f / 6) * s + u[5];
+    const vf s1 = (-2.0f / 9) * (u[1] + u[2]), d1 = (-2.0f / 9) * (u[1] - u[2]), s2 = (1.0f / 90) * (u[3] + u[4]),
+             d2 = (1.0f / 90) * (u[3] - u[4]), s3 = (1.0f / 45) * (u[5] + u[6]), d3 = (1.0f / 45) * (u[5] - u[6]);
+    g[0] = u[0] + s1 + s2 + 32.0f * s3;
+    g[1] = d1 + 2.0f * d2 + 16.0f * d3;
+    g[2] = s1 + 4.0f * s2 + 8.0f * s3;
+    g[3] = d1 + 8.0f * d2 + 4.0f * d3;
+    g[4] = s1 + 16.0f * s2 + 2.0f * s3 + u[7];
 }
 
 /* Where tile t lies: its image, and the top-left output pixel (the input window starts pad up and left). */
@@ -161,8 +188,8 @@ typedef struct {
 
 static inline tile_pos tile_at(const mm_conv_geom *g, size_t t)
 {
-    const int tx = (g->ow + 1) / 2, per = tx * ((g->oh + 1) / 2), r = (int)(t % (size_t)per);
-    return (tile_pos){.n = (int)(t / (size_t)per), .oy = 2 * (r / tx), .ox = 2 * (r % tx)};
+    const int tx = (g->ow + WM - 1) / WM, per = tx * ((g->oh + WM - 1) / WM), r = (int)(t % (size_t)per);
+    return (tile_pos){.n = (int)(t / (size_t)per), .oy = WM * (r / tx), .ox = WM * (r % tx)};
 }
 
 /* U[xi][ci][co] = (G w[.,.,ci,co] G^T)[xi] for the weights w[5,5,c,oc]. */
@@ -170,17 +197,17 @@ static void wino_weights(float *U, const float *w, int c, int oc)
 {
     for (int ci = 0; ci < c; ci++)
         for (int o = 0; o < oc; o += VL) {
-            vf t[5][6];
+            vf t[5][WA];
             for (int ky = 0; ky < 5; ky++) {
                 vf row[5];
                 for (int kx = 0; kx < 5; kx++) row[kx] = vload(w + ((size_t)(ky * 5 + kx) * c + ci) * oc + o);
                 wino_g(t[ky], row);
             }
-            for (int b = 0; b < 6; b++) {
-                vf col[5], u[6];
+            for (int b = 0; b < WA; b++) {
+                vf col[5], u[WA];
                 for (int ky = 0; ky < 5; ky++) col[ky] = t[ky][b];
                 wino_g(u, col);
-                for (int a = 0; a < 6; a++) vstore(U + ((size_t)(a * 6 + b) * c + ci) * oc + o, u[a]);
+                for (int a = 0; a < WA; a++) vstore(U + ((size_t)(a * WA + b) * c + ci) * oc + o, u[a]);
             }
         }
 }
@@ -190,68 +217,67 @@ static void wino_weights_adjoint(float *dw, const float *dU, int c, int oc)
 {
     for (int ci = 0; ci < c; ci++)
         for (int o = 0; o < oc; o += VL) {
-            vf t[6][5];
-            for (int a = 0; a < 6; a++) {
-                vf row[6];
-                for (int b = 0; b < 6; b++) row[b] = vload(dU + ((size_t)(a * 6 + b) * c + ci) * oc + o);
+            vf t[WA][5];
+            for (int a = 0; a < WA; a++) {
+                vf row[WA];
+                for (int b = 0; b < WA; b++) row[b] = vload(dU + ((size_t)(a * WA + b) * c + ci) * oc + o);
                 wino_gt(t[a], row);
             }
             for (int kx = 0; kx < 5; kx++) {
-                vf col[6], g[5];
-                for (int a = 0; a < 6; a++) col[a] = t[a][kx];
+                vf col[WA], g[5];
+                for (int a = 0; a < WA; a++) col[a] = t[a][kx];
                 wino_gt(g, col);
                 for (int ky = 0; ky < 5; ky++) vstore(dw + ((size_t)(ky * 5 + kx) * c + ci) * oc + o, g[ky]);
             }
         }
 }
 
-/* V[xi][tt][c] = (B^T d B)[xi] for tile t's 6x6 input window d (zero outside the image). */
+/* V[xi][tt][c] = (B^T d B)[xi] for tile t's input window d (zero outside the image). */
 static void wino_input(float *V, const float *x, const mm_conv_geom *g, size_t t, int tt)
 {
     const tile_pos p = tile_at(g, t);
     const int c = g->c, iy0 = p.oy - g->pad, ix0 = p.ox - g->pad;
     const float *img = x + (size_t)p.n * g->h * g->w * c;
     for (int ci = 0; ci < c; ci += VL) {
-        vf t6[6][6];
-        for (int i = 0; i < 6; i++) {
-            vf d[6];
+        vf tr[WA][WA];
+        for (int i = 0; i < WA; i++) {
+            vf d[WA];
             const int iy = iy0 + i;
-            for (int j = 0; j < 6; j++) {
+            for (int j = 0; j < WA; j++) {
                 const int ix = ix0 + j;
                 const bool in = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w;
                 d[j] = in ? vload(img + ((size_t)iy * g->w + ix) * c + ci) : (vf){0};
             }
-            wino_bt(t6[i], d);
+            wino_bt(tr[i], d);
         }
-        for (int b = 0; b < 6; b++) {
-            vf col[6], v[6];
-            for (int i = 0; i < 6; i++) col[i] = t6[i][b];
+        for (int b = 0; b < WA; b++) {
+            vf col[WA], v[WA];
+            for (int i = 0; i < WA; i++) col[i] = tr[i][b];
             wino_bt(v, col);
-            for (int a = 0; a < 6; a++) vstore(V + ((size_t)(a * 6 + b) * WINO_TILES + tt) * c + ci, v[a]);
+            for (int a = 0; a < WA; a++) vstore(V + ((size_t)(a * WA + b) * WINO_TILES + tt) * c + ci, v[a]);
         }
     }
 }
 
-/* y at tile t = act(A^T M A + bias) from M[xi][tt][oc]; the parts outside the output (odd sizes) dropped. */
+/* y at tile t = act(A^T M A + bias) from M[xi][tt][oc]; the parts outside the output dropped. */
 static void wino_output(float *y, const float *M, const float *bias, bool relu, const mm_conv_geom *g, int oc, size_t t,
                         int tt)
 {
     const tile_pos p = tile_at(g, t);
     float *img = y + (size_t)p.n * g->oh * g->ow * oc;
     for (int o = 0; o < oc; o += VL) {
-        vf z[6][2];
-        for (int a = 0; a < 6; a++) {
-            vf m[6];
-            for (int b = 0; b < 6; b++) m[b] = vload(M + ((size_t)(a * 6 + b) * WINO_TILES + tt) * oc + o);
+        vf z[WA][WM];
+        for (int a = 0; a < WA; a++) {
+            vf m[WA];
+            for (int b = 0; b < WA; b++) m[b] = vload(M + ((size_t)(a * WA + b) * WINO_TILES + tt) * oc + o);
             wino_at(z[a], m);
         }
         const vf bv = vload(bias + o);
-        for (int q = 0; q < 2; q++) {
-            vf col[6], out[2];
-            for (int a = 0; a < 6; a++) col[a] = z[a][q];
+        for (int q = 0; q < WM && p.ox + q < g->ow; q++) {
+            vf col[WA], out[WM];
+            for (int a = 0; a < WA; a++) col[a] = z[a][q];
             wino_at(out, col);
-            for (int r = 0; r < 2; r++) {
-                if (p.oy + r >= g->oh || p.ox + q >= g->ow) continue;
+            for (int r = 0; r < WM && p.oy + r < g->oh; r++) {
                 vf v = out[r] + bv;
                 if (relu) v = relu_v(v);
                 vstore(img + ((size_t)(p.oy + r) * g->ow + p.ox + q) * oc + o, v);
@@ -260,16 +286,16 @@ static void wino_output(float *y, const float *M, const float *bias, bool relu, 
     }
 }
 
-/* M[xi][tt][oc] = (A dY A^T)[xi] for tile t's 2x2 of dy (zero outside the output); db += that 2x2. */
+/* M[xi][tt][oc] = (A dY A^T)[xi] for tile t's outputs dY of dy (zero outside the output); db += dY summed. */
 static void wino_output_adjoint(float *M, float *db, const float *dy, const mm_conv_geom *g, int oc, size_t t, int tt)
 {
     const tile_pos p = tile_at(g, t);
     const float *img = dy + (size_t)p.n * g->oh * g->ow * oc;
     for (int o = 0; o < oc; o += VL) {
-        vf z[2][6], sum = vload(db + o);
-        for (int q = 0; q < 2; q++) {
-            vf col[2];
-            for (int r = 0; r < 2; r++) {
+        vf z[WM][WA], sum = vload(db + o);
+        for (int q = 0; q < WM; q++) {
+            vf col[WM];
+            for (int r = 0; r < WM; r++) {
                 const bool in = p.oy + r < g->oh && p.ox + q < g->ow;
                 col[r] = in ? vload(img + ((size_t)(p.oy + r) * g->ow + p.ox + q) * oc + o) : (vf){0};
                 sum += col[r];
@@ -277,10 +303,11 @@ static void wino_output_adjoint(float *M, float *db, const float *dy, const mm_c
             wino_a(z[q], col);
         }
         vstore(db + o, sum);
-        for (int a = 0; a < 6; a++) {
-            vf row[2] = {z[0][a], z[1][a]}, m[6];
+        for (int a = 0; a < WA; a++) {
+            vf row[WM], m[WA];
+            for (int q = 0; q < WM; q++) row[q] = z[q][a];
             wino_a(m, row);
-            for (int b = 0; b < 6; b++) vstore(M + ((size_t)(a * 6 + b) * WINO_TILES + tt) * oc + o, m[b]);
+            for (int b = 0; b < WA; b++) vstore(M + ((size_t)(a * WA + b) * WINO_TILES + tt) * oc + o, m[b]);
         }
     }
 }
@@ -294,19 +321,19 @@ static void wino_input_adjoint(float *dx, const float *dV, const mm_conv_geom *g
     float *img = dx + (size_t)p.n * g->h * g->w * c;
     if (p.oy == 0 && p.ox == 0) memset(img, 0, (size_t)g->h * g->w * c * sizeof *img);
     for (int ci = 0; ci < c; ci += VL) {
-        vf t6[6][6];
-        for (int a = 0; a < 6; a++) {
-            vf v[6];
-            for (int b = 0; b < 6; b++) v[b] = vload(dV + ((size_t)(a * 6 + b) * WINO_TILES + tt) * c + ci);
-            wino_b(t6[a], v);
+        vf tr[WA][WA];
+        for (int a = 0; a < WA; a++) {
+            vf v[WA];
+            for (int b = 0; b < WA; b++) v[b] = vload(dV + ((size_t)(a * WA + b) * WINO_TILES + tt) * c + ci);
+            wino_b(tr[a], v);
         }
-        for (int j = 0; j < 6; j++) {
+        for (int j = 0; j < WA; j++) {
             const int ix = ix0 + j;
             if (ix < 0 || ix >= g->w) continue;
-            vf col[6], d[6];
-            for (int a = 0; a < 6; a++) col[a] = t6[a][j];
+            vf col[WA], d[WA];
+            for (int a = 0; a < WA; a++) col[a] = tr[a][j];
             wino_b(d, col);
-            for (int i = 0; i < 6; i++) {
+            for (int i = 0; i < WA; i++) {
                 const int iy = iy0 + i;
                 if (iy < 0 || iy >= g->h) continue;
                 float *px = img + ((size_t)iy * g->w + ix) * c + ci;
@@ -324,7 +351,10 @@ static size_t wino_scratch(const mm_conv_geom *g, int oc)
     return (size_t)XI * (3 * (size_t)g->c * oc + (size_t)WINO_TILES * (g->c + oc));
 }
 
-static size_t wino_tiles(const mm_conv_geom *g) { return (size_t)g->n * ((g->oh + 1) / 2) * ((g->ow + 1) / 2); }
+static size_t wino_tiles(const mm_conv_geom *g)
+{
+    return (size_t)g->n * ((g->oh + WM - 1) / WM) * ((g->ow + WM - 1) / WM);
+}
 
 static void wino_fwd(float *y, const float *x, const float *w, const float *bias, bool relu, const mm_conv_geom *g,
                      int oc, float *scratch)

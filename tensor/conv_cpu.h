@@ -1,9 +1,9 @@
 /* Convolutions of the CPU backend (conv_cpu.c), behind backend.h's conv_scratch, conv_fwd and conv_bwd.
  *
  * Two methods, picked per geometry:
- *   Winograd F(2x2, 5x5) for 5x5 kernels whose input and output channels are multiples of 16 (the cnn's
- *     conv2): 36 multiplications per 2x2 output tile and channel pair instead of 100, the products done as
- *     36 small GEMMs per block of tiles by a register-blocked kernel, so nothing but a block's transforms
+ *   Winograd F(4x4, 5x5) for 5x5 kernels whose input and output channels are multiples of 16 (the cnn's
+ *     conv2): 64 multiplications per 4x4 output tile and channel pair instead of 400, the products done as
+ *     64 small GEMMs per block of tiles by a register-blocked kernel, so nothing but a block's transforms
  *     ever leaves the cache.
  *   im2col + OpenBLAS GEMM, a few images at a time (everything else, the cnn's conv1 among them), so the
  *     column matrix stays in cache instead of being materialised for the whole batch.
