@@ -259,7 +259,9 @@ void mm_model_backward(mm_model *m, int n)
         mm_layer *l = &m->layers[i];
         const float *in = i > 0 ? m->layers[i - 1].out : m->x;
         float *din = i > 0 ? m->layers[i - 1].dout : NULL; /* no input gradient for the first layer */
-        if (l->relu) be->ops->relu_bwd(be, l->dout, l->out, (size_t)n * l->out_size);
+        /* A ReLU that a maxpool follows is applied to the pooled gradient instead (see the maxpool case). */
+        const bool pooled = i + 1 < m->nlayers && m->layers[i + 1].kind == MM_LAYER_MAXPOOL;
+        if (l->relu && !pooled) be->ops->relu_bwd(be, l->dout, l->out, (size_t)n * l->out_size);
         const float *W = l->w >= 0 ? m->params + m->layout.t[l->w].offset : NULL;
         float *dW = l->w >= 0 ? m->grads + m->layout.t[l->w].offset : NULL;
         float *db = l->b >= 0 ? m->grads + m->layout.t[l->b].offset : NULL;
@@ -296,6 +298,10 @@ void mm_model_backward(mm_model *m, int n)
             break;
         }
         case MM_LAYER_MAXPOOL:
+            /* The previous layer's ReLU backward, on 4 times fewer elements: the pool routes each gradient to
+             * its window's argmax, whose ReLU output is the pooled value itself, and zeros the rest, so masking
+             * by (pooled > 0) before routing gives what masking by (ReLU output > 0) after would, to the bit. */
+            if (i > 0 && m->layers[i - 1].relu) be->ops->relu_bwd(be, l->dout, l->out, (size_t)n * l->out_size);
             be->ops->maxpool_bwd(be, din, l->dout, l->arg, (size_t)n * l->out_size, (size_t)n * l->in_size);
             break;
         }
