@@ -511,12 +511,112 @@ static void im2col_bwd(float *dw, float *db, float *dx, const float *dy, const f
         for (int o = 0; o < oc; o++) db[o] += dy[r * oc + o];
 }
 
+/* ---- a single input channel, 5x5: direct ----
+ *
+ * With one input channel (the cnn's conv1) im2col + GEMM is a poor fit: K = 25, and the column matrix is 25
+ * times the image, copied and then packed again by OpenBLAS. Directly, a row of DR outputs by 32 output
+ * channels is 2 DR accumulators, each kernel tap one broadcast input per output and two weight vectors. The
+ * weight gradient sums, per kernel row, 5 taps x 32 channels in registers over an image, then adds that to dw
+ * (a sum in two levels, so its rounding grows with the pixels of an image, not of the batch). The input
+ * gradient, which a first layer does not need, is left to the im2col path. */
+
+enum { DR = 14, DK = 5 }; /* outputs per register block (2 DR + 2 of 32 registers); the kernel size taken */
+
+static bool use_direct(const mm_conv_geom *g, int oc) { return g->c == 1 && g->k == DK && oc % (2 * VL) == 0; }
+
+/* The image zero-padded to rows oh + DK - 1 by wp = ow rounded up to DR, + DK - 1: every block reads in bounds. */
+static int direct_wp(const mm_conv_geom *g) { return (g->ow + DR - 1) / DR * DR + DK - 1; }
+static size_t direct_scratch(const mm_conv_geom *g) { return (size_t)(g->oh + DK - 1) * direct_wp(g); }
+
+static void direct_pad(float *xp, const float *img, const mm_conv_geom *g)
+{
+    const int wp = direct_wp(g);
+    memset(xp, 0, direct_scratch(g) * sizeof *xp);
+    for (int iy = 0; iy < g->h; iy++)
+        memcpy(xp + (size_t)(iy + g->pad) * wp + g->pad, img + (size_t)iy * g->w, (size_t)g->w * sizeof *xp);
+}
+
+static void direct_fwd(float *y, const float *x, const float *w, const float *bias, bool relu, const mm_conv_geom *g,
+                       int oc, float *xp)
+{
+    const int wp = direct_wp(g);
+    for (int n = 0; n < g->n; n++) {
+        direct_pad(xp, x + (size_t)n * g->h * g->w, g);
+        float *img = y + (size_t)n * g->oh * g->ow * oc;
+        for (int oy = 0; oy < g->oh; oy++)
+            for (int ox = 0; ox < g->ow; ox += DR)
+                for (int o = 0; o < oc; o += 2 * VL) {
+                    vf acc[DR][2];
+                    for (int r = 0; r < DR; r++) acc[r][0] = acc[r][1] = (vf){0};
+                    for (int ky = 0; ky < DK; ky++) {
+                        const float *row = xp + (size_t)(oy + ky) * wp + ox;
+                        for (int kx = 0; kx < DK; kx++) {
+                            const float *wk = w + (size_t)(ky * DK + kx) * oc + o;
+                            const vf w0 = vload(wk), w1 = vload(wk + VL);
+                            for (int r = 0; r < DR; r++) {
+                                const vf a = splat(row[r + kx]);
+                                acc[r][0] += a * w0;
+                                acc[r][1] += a * w1;
+                            }
+                        }
+                    }
+                    const vf b0 = vload(bias + o), b1 = vload(bias + o + VL);
+                    for (int r = 0; r < DR && ox + r < g->ow; r++) {
+                        float *out = img + ((size_t)oy * g->ow + ox + r) * oc + o;
+                        const vf v0 = acc[r][0] + b0, v1 = acc[r][1] + b1;
+                        vstore(out, relu ? relu_v(v0) : v0);
+                        vstore(out + VL, relu ? relu_v(v1) : v1);
+                    }
+                }
+    }
+}
+
+static void direct_bwd(float *dw, float *db, const float *dy, const float *x, const mm_conv_geom *g, int oc, float *xp)
+{
+    const int wp = direct_wp(g);
+    memset(dw, 0, (size_t)DK * DK * oc * sizeof *dw);
+    memset(db, 0, (size_t)oc * sizeof *db);
+    for (int n = 0; n < g->n; n++) {
+        direct_pad(xp, x + (size_t)n * g->h * g->w, g);
+        const float *dimg = dy + (size_t)n * g->oh * g->ow * oc;
+        for (int o = 0; o < oc; o += 2 * VL)
+            for (int ky = 0; ky < DK; ky++) {
+                vf acc[DK][2], s0 = (vf){0}, s1 = (vf){0};
+                for (int kx = 0; kx < DK; kx++) acc[kx][0] = acc[kx][1] = (vf){0};
+                for (int oy = 0; oy < g->oh; oy++) {
+                    const float *row = xp + (size_t)(oy + ky) * wp;
+                    for (int ox = 0; ox < g->ow; ox++) {
+                        const float *d = dimg + ((size_t)oy * g->ow + ox) * oc + o;
+                        const vf d0 = vload(d), d1 = vload(d + VL);
+                        for (int kx = 0; kx < DK; kx++) {
+                            const vf a = splat(row[ox + kx]);
+                            acc[kx][0] += a * d0;
+                            acc[kx][1] += a * d1;
+                        }
+                        s0 += d0; /* db, needed once but cheaper here than in a pass of its own */
+                        s1 += d1;
+                    }
+                }
+                for (int kx = 0; kx < DK; kx++) {
+                    float *dk = dw + (size_t)(ky * DK + kx) * oc + o;
+                    vstore(dk, vload(dk) + acc[kx][0]);
+                    vstore(dk + VL, vload(dk + VL) + acc[kx][1]);
+                }
+                if (ky == 0) {
+                    vstore(db + o, vload(db + o) + s0);
+                    vstore(db + o + VL, vload(db + o + VL) + s1);
+                }
+            }
+    }
+}
+
 /* ---- entry points ---- */
 
 size_t mm_cpu_conv_scratch(const mm_conv_geom *g, int oc)
 {
     if (use_winograd(g, oc)) return wino_scratch(g, oc);
-    return (size_t)im2col_images(g) * g->oh * g->ow * g->k * g->k * g->c;
+    const size_t cols = (size_t)im2col_images(g) * g->oh * g->ow * g->k * g->k * g->c;
+    return use_direct(g, oc) && direct_scratch(g) > cols ? direct_scratch(g) : cols;
 }
 
 void mm_cpu_conv_fwd(float *y, const float *x, const float *w, const float *bias, bool relu, const mm_conv_geom *g,
@@ -524,6 +624,8 @@ void mm_cpu_conv_fwd(float *y, const float *x, const float *w, const float *bias
 {
     if (use_winograd(g, oc))
         wino_fwd(y, x, w, bias, relu, g, oc, scratch);
+    else if (use_direct(g, oc))
+        direct_fwd(y, x, w, bias, relu, g, oc, scratch);
     else
         im2col_fwd(y, x, w, bias, relu, g, oc, scratch);
 }
@@ -533,6 +635,8 @@ void mm_cpu_conv_bwd(float *dw, float *db, float *dx, const float *dy, const flo
 {
     if (use_winograd(g, oc))
         wino_bwd(dw, db, dx, dy, x, w, g, oc, scratch);
+    else if (use_direct(g, oc) && !dx)
+        direct_bwd(dw, db, dy, x, g, oc, scratch);
     else
         im2col_bwd(dw, db, dx, dy, x, w, g, oc, scratch);
 }

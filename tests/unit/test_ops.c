@@ -366,7 +366,7 @@ static void test_im2col_col2im(void **state)
  * below cover both, odd output sizes (partial tiles), every padding, output channel counts that exercise each
  * register-blocking shape, and batches whose tiles span several blocks. Outputs start as garbage and the
  * scratch as NaN (its contents must not matter). Tolerances are relative to the magnitudes summed (sum of
- * |terms|): 1e-5 for y, dx and db (measured: at most 4.8e-6), 1e-4 for dw (measured: at most 2.3e-5). dw is
+ * |terms|): 2e-5 for y, dx and db (measured: at most 5.7e-6), 1e-4 for dw (measured: at most 2.5e-5). dw is
  * the loosest because Winograd sums it in the transformed domain, whose terms are much larger than the direct
  * ones (B's entries reach 21/4 in each dimension) and cancel in G^T dU G. */
 
@@ -426,26 +426,29 @@ static void conv_case(mm_rng *r, const mm_conv_geom *g, int oc, bool relu)
     be.ops->fill(&be, scratch, nscratch, NAN);
     be.ops->fill(&be, y, ny, 777.0f);
     be.ops->conv_fwd(&be, y, x, w, bias, relu, g, oc, scratch);
-    check_close(what, y, yref, ymag, ny, 1e-5, 0.0);
+    check_close(what, y, yref, ymag, ny, 2e-5, 0.0);
 
     be.ops->fill(&be, scratch, nscratch, NAN);
     be.ops->fill(&be, dx, nx, -555.0f);
     be.ops->fill(&be, dw, nw, 333.0f);
     be.ops->fill(&be, db, oc, 444.0f);
     be.ops->conv_bwd(&be, dw, db, dx, dy, x, w, g, oc, scratch);
-    print_message("%s: worst error / magnitude: y %.2g, dx %.2g, dw %.2g, db %.2g\n", what,
-                  worst_ratio(y, yref, ymag, ny), worst_ratio(dx, dxref, dxmag, nx), worst_ratio(dw, dwref, dwmag, nw),
-                  worst_ratio(db, dbref, dbmag, (size_t)oc));
-    check_close("conv_bwd dx", dx, dxref, dxmag, nx, 1e-5, 0.0);
+    check_close("conv_bwd dx", dx, dxref, dxmag, nx, 2e-5, 0.0);
     check_close("conv_bwd dw", dw, dwref, dwmag, nw, 1e-4, 0.0);
-    check_close("conv_bwd db", db, dbref, dbmag, (size_t)oc, 1e-5, 0.0);
+    check_close("conv_bwd db", db, dbref, dbmag, (size_t)oc, 2e-5, 0.0);
 
-    /* Without dx (a first layer): the same dw and db, bit for bit. */
+    /* Without dx (a first layer, which may take another method): dw and db alike. */
     float *dw2 = falloc(nw), *db2 = falloc(oc);
     be.ops->fill(&be, scratch, nscratch, NAN);
+    be.ops->fill(&be, dw2, nw, 333.0f);
+    be.ops->fill(&be, db2, oc, 444.0f);
     be.ops->conv_bwd(&be, dw2, db2, NULL, dy, x, w, g, oc, scratch);
-    check_exact("conv_bwd dw without dx", dw2, dw, nw);
-    check_exact("conv_bwd db without dx", db2, db, (size_t)oc);
+    check_close("conv_bwd dw without dx", dw2, dwref, dwmag, nw, 1e-4, 0.0);
+    check_close("conv_bwd db without dx", db2, dbref, dbmag, (size_t)oc, 2e-5, 0.0);
+    print_message("%s: worst error / magnitude: y %.2g, dx %.2g, dw %.2g, db %.2g; without dx: dw %.2g, db %.2g\n",
+                  what, worst_ratio(y, yref, ymag, ny), worst_ratio(dx, dxref, dxmag, nx),
+                  worst_ratio(dw, dwref, dwmag, nw), worst_ratio(db, dbref, dbmag, (size_t)oc),
+                  worst_ratio(dw2, dwref, dwmag, nw), worst_ratio(db2, dbref, dbmag, (size_t)oc));
 
     double *bufs[] = {yref, ymag, dxref, dxmag, dwref, dwmag, dbref, dbmag};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -468,7 +471,9 @@ static void test_conv(void **state)
         {2, 6, 5, 16, 5, 1, 48},   /* 48 output channels: three vectors */
         {1, 5, 5, 80, 5, 2, 16},   /* 80 input channels: dx in a chunk of four vectors and one of one */
         {1, 3, 4, 16, 5, 4, 16},   /* pad > k/2: output larger than input */
-        {5, 28, 28, 1, 5, 2, 32},  /* the cnn's conv1 (im2col: blocks of 3 images, the last partial) */
+        {5, 28, 28, 1, 5, 2, 32},  /* the cnn's conv1: direct, and im2col (blocks of 3 images) for dx */
+        {2, 9, 17, 1, 5, 1, 64},   /* direct: rows of 14 + 1 outputs, two chunks of 32 channels */
+        {1, 8, 8, 1, 5, 0, 32},    /* direct, no padding */
         {2, 6, 5, 3, 3, 1, 7},     /* im2col, odd channel counts */
         {1, 5, 5, 16, 3, 1, 16},   /* 3x3 with channels that Winograd F(2x2, 5x5) would take if it were 5x5 */
     };
