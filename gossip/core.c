@@ -79,6 +79,11 @@ typedef struct {
     bool merging;     /* MERGE emitted, waiting for merge_done */
     bool sync_done;   /* sync: vector received and validated, waiting for the others */
     uint64_t started, deadline, window_start, window_bytes;
+    /* Clipping's per-tensor sums, taken chunk by chunk as the peer's vector
+     * arrives (while it is in cache): dist2[t] = |recv_t - snap_t|^2 and
+     * norm2[t] = |snap_t|^2, over the first dist_vals values. */
+    double *dist2, *norm2;
+    uint64_t dist_vals;
 } exch;
 
 typedef struct {
@@ -812,6 +817,7 @@ static void free_exch(mm_gossip *g, exch *x)
         g->spare = x->recv;
     else
         g_free(g, x->recv);
+    g_free(g, x->dist2);
     conn *c = find_conn(g, x->conn);
     if (c && c->xid == x->lid) c->xid = 0;
     memset(x, 0, sizeof *x);
@@ -867,7 +873,54 @@ static double sum_sq(const float *a, const float *b, uint64_t n)
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+static uint32_t clip_tensors(const mm_gossip *g, const mm_gossip_tensor **tensors)
+{
+    static const mm_gossip_tensor none = {0, 0};
+    *tensors = g->cfg.ntensors ? g->tensors : &none;
+    return g->cfg.ntensors == 0 ? 1 : g->cfg.ntensors < 64 ? g->cfg.ntensors : 64;
+}
+
+/* Add values [v0, v0 + n) of the peer's vector to clipping's per-tensor
+ * sums. Called for every chunk as it arrives, in order; the sums are the
+ * same whether a vector is summed on arrival or all at once at its end
+ * (clip_vector then walks it in the same chunks). Returns false when out of
+ * memory. */
+static bool clip_sum(mm_gossip *g, exch *x, uint64_t v0, uint64_t n)
+{
+    const mm_gossip_tensor *tensors;
+    uint32_t nt = clip_tensors(g, &tensors);
+    if (!x->dist2) {
+        if (!(x->dist2 = g_alloc(g, 2 * (size_t)nt * sizeof *x->dist2))) return false;
+        memset(x->dist2, 0, 2 * (size_t)nt * sizeof *x->dist2);
+        x->norm2 = x->dist2 + nt;
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+        uint64_t off = g->cfg.ntensors ? tensors[t].offset : 0, cnt = g->cfg.ntensors ? tensors[t].count : g->cfg.params;
+        uint64_t lo = off > v0 ? off : v0, hi = off + cnt < v0 + n ? off + cnt : v0 + n;
+        if (lo >= hi) continue;
+        x->dist2[t] += sum_sq(x->recv + lo, x->snap + lo, hi - lo);
+        if (g->clips[t].n < MM_CLIP_MIN_HISTORY) x->norm2[t] += sum_sq(x->snap + lo, NULL, hi - lo);
+    }
+    x->dist_vals = v0 + n;
+    return true;
+}
+
+/* The sums of a vector that was not summed on arrival (its snapshot came
+ * late, or memory was short then), in the same chunks. */
+static bool clip_sum_all(mm_gossip *g, exch *x)
+{
+    if (x->dist_vals == g->cfg.params && x->dist2) return true;
+    const mm_gossip_tensor *tensors;
+    uint32_t nt = clip_tensors(g, &tensors);
+    if (x->dist2) memset(x->dist2, 0, 2 * (size_t)nt * sizeof *x->dist2);
+    x->dist_vals = 0;
+    for (uint64_t v = 0; v < g->cfg.params; v += MM_CHUNK_VALUES)
+        if (!clip_sum(g, x, v, g->cfg.params - v < MM_CHUNK_VALUES ? g->cfg.params - v : MM_CHUNK_VALUES)) return false;
+    return true;
+}
+
 /* Per-tensor distance clipping with an adaptive bound (SECURITY.md §2.7).
+ * Needs clipping's sums (clip_sum_all).
  * Rewrites recv as snap + clip(recv - snap). Returns false to refuse. */
 static bool clip_vector(mm_gossip *g, exch *x)
 {
@@ -876,17 +929,17 @@ static bool clip_vector(mm_gossip *g, exch *x)
     uint32_t far = 0;
     double scale[64];
     const mm_gossip_tensor whole = {0, g->cfg.params}; /* no layout given: one tensor */
-    const mm_gossip_tensor *tensors = g->cfg.ntensors ? g->tensors : &whole;
-    uint32_t nt = g->cfg.ntensors == 0 ? 1 : g->cfg.ntensors < 64 ? g->cfg.ntensors : 64;
+    const mm_gossip_tensor *tensors;
+    uint32_t nt = clip_tensors(g, &tensors);
+    if (!g->cfg.ntensors) tensors = &whole;
     for (uint32_t t = 0; t < nt; t++) {
-        const mm_gossip_tensor *tn = &tensors[t];
-        double d = sqrt(sum_sq(r + tn->offset, s + tn->offset, tn->count));
+        double d = sqrt(x->dist2[t]);
         clip_state *cs = &g->clips[t];
         double tau;
         if (cs->n < MM_CLIP_MIN_HISTORY) {
             /* No history yet (a new or restarted node): bound by our own
              * tensor's norm, so a first vector of 1e30s is refused too. */
-            tau = MM_CLIP_BOOT * sqrt(sum_sq(s + tn->offset, NULL, tn->count));
+            tau = MM_CLIP_BOOT * sqrt(x->norm2[t]);
             if (tau < MM_CLIP_FLOOR) tau = MM_CLIP_FLOOR;
         } else {
             double h[MM_CLIP_HISTORY];
@@ -947,6 +1000,10 @@ static void try_finish(mm_gossip *g, exch *x, uint64_t now)
         return;
     }
     if (!x->validated) {
+        if (g->cfg.clip && g->clips && !clip_sum_all(g, x)) {
+            abort_exchange(g, x, true, "out of memory", now);
+            return;
+        }
         if (g->cfg.clip && g->clips && !clip_vector(g, x)) {
             penalize(g, x->peer_id, MM_PENALTY_INVALID, now);
             /* Say why before aborting: a node refused by several peers in a
@@ -1869,6 +1926,9 @@ static void on_data(mm_gossip *g, conn *c, const mm_frame_hdr *h, const uint8_t 
         abort_exchange(g, x, true, "vector refused: non-finite value", now);
         return;
     }
+    /* Clipping's sums while the chunk is in cache (else clip_vector takes them at the end). */
+    if (g->cfg.clip && g->clips && x->kind == EXCH_AVERAGE && x->snap && x->dist_vals == x->recv_vals)
+        clip_sum(g, x, x->recv_vals, n);
     x->recv_vals += n;
     x->recv_chunks++;
     x->recv_bytes += bytes;
@@ -2237,7 +2297,10 @@ void mm_gossip_free(mm_gossip *g)
 {
     if (!g) return;
     for (int i = 0; i < MM_MAX_EXCHANGES; i++)
-        if (g->exchs[i].used) g_free(g, g->exchs[i].recv);
+        if (g->exchs[i].used) {
+            g_free(g, g->exchs[i].recv);
+            g_free(g, g->exchs[i].dist2);
+        }
     for (uint32_t i = 0; i < g->nconns; i++)
         if (g->conns[i]) {
             conn_free_buffers(g, g->conns[i]);
