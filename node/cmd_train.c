@@ -109,7 +109,7 @@ int mm_cmd_train(int argc, char **argv)
         {"data", MM_OPT_STRING, &c->data_dir, "DIR", "Fashion-MNIST directory (default " MM_DATA_DEFAULT_DIR ")", 0, 0, NULL},
         {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
         {"threads", MM_OPT_INT, &c->threads, "T", "compute threads (default 1)", 1, 256, NULL},
-        {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N", "compute device (default cpu)", 0, 0, NULL},
+        {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N|auto", "compute device (default cpu; auto: a GPU if usable, else the CPU)", 0, 0, NULL},
         {"batch", MM_OPT_INT, &c->batch, "B", "examples per step (default 128)", 1, 65536, NULL},
         {"lr", MM_OPT_FLOAT, &c->lr, "X", "peak learning rate (default: sgd 0.1 mlp / 0.05 cnn, adamw 0.001)", 1e-9, 100, NULL},
         {"optimizer", MM_OPT_CHOICE, &c->optimizer, "sgd|adamw", "optimizer (default sgd, Nesterov momentum 0.9)", 0, 0, opt_choices},

@@ -88,6 +88,13 @@ expect_err 2 "not an integer" -- train --solo --epochs abc
 expect 2 -- train --solo --model resnet
 expect 2 -- train --solo --lr -1
 expect 2 -- train --solo --shard 3/2
+expect_err 1 "expected cpu, cuda:N or auto" -- train --solo --device tpu --bench-batches 1
+# --device auto: the GPU where there is one, else the CPU with a message saying why
+checks=$((checks + 1))
+run train --solo --device auto --bench-batches 2 --bench-reps 1 --quiet
+if [ "$rc" != 0 ] || { ! nvidia-smi -L >/dev/null 2>&1 && [[ "$err" != *"no usable GPU"* ]]; }; then
+    fail "train --device auto: status $rc, expected 0 and (without a GPU) 'no usable GPU'"
+fi
 expect_err 2 "missing" -- eval
 
 # --- runtime errors (exit 1), naming what failed
