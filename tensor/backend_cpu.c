@@ -137,8 +137,20 @@ static void cpu_maxpool_bwd(mm_backend *be, float *restrict dx, const float *res
                             size_t ny, size_t nx)
 {
     (void)be;
-    memset(dx, 0, nx * sizeof *dx);
-    for (size_t i = 0; i < ny; i++) dx[arg[i]] = dy[i];
+    /* Clearing dx in one memset and then scattering into it would stream dx through the cache twice. Instead,
+     * per chunk of outputs, clear dx from where the previous chunk stopped clearing up to this chunk's largest
+     * index, then scatter into that while it is in cache. Correct for any arg: each index is either in the part
+     * just cleared or below it (cleared before), and nothing is cleared after it was written. */
+    size_t cleared = 0;
+    for (size_t i0 = 0; i0 < ny; i0 += 2048) {
+        const size_t i1 = ny - i0 < 2048 ? ny : i0 + 2048;
+        size_t hi = cleared;
+        for (size_t i = i0; i < i1; i++) hi = arg[i] + (size_t)1 > hi ? arg[i] + (size_t)1 : hi;
+        if (hi > cleared) memset(dx + cleared, 0, (hi - cleared) * sizeof *dx);
+        cleared = hi;
+        for (size_t i = i0; i < i1; i++) dx[arg[i]] = dy[i];
+    }
+    if (nx > cleared) memset(dx + cleared, 0, (nx - cleared) * sizeof *dx);
 }
 
 static void cpu_softmax_xent(mm_backend *be, float *dlogits, float *stats, const float *logits, const int32_t *labels,
