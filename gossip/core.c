@@ -91,6 +91,8 @@ typedef struct {
     int state;
     bool outbound, expect_known, authed, hello_sent, hello_ok, closing, graceful;
     char addr[MM_ADDR_MAX];
+    uint64_t source;    /* inbound: source_key(addr), for the per-address limits */
+    uint64_t established; /* when the handshake completed (MM_SESSION_LIFETIME) */
     uint8_t expect_id[MM_ID_BYTES];
     uint8_t peer_id[MM_ID_BYTES];
     uint8_t peer_caps;
@@ -141,6 +143,16 @@ struct mm_gossip {
     } pfx_bans[MAX_PFX_BANS];   /* the /24s of banned identities (SECURITY.md §2.6, S2) */
     mm_addr_rec self;
     bool aes_ok, leaving;
+    /* Per-source-address handshake rate (SECURITY.md §2.3, L2): token buckets
+     * of MM_IP_BUCKETS addresses, allocated at the first accept. */
+    struct ip_bucket {
+        uint64_t key; /* source_key(); 0: unused */
+        double tokens;
+        uint64_t at;
+    } *buckets;
+    uint8_t source_k[crypto_shorthash_KEYBYTES]; /* keys source_key(), so no one can aim at a collision */
+    uint64_t refuse_log_at; /* admission refusals are logged at most once a second... */
+    uint32_t refused_quiet; /* ...and counted in between */
 
     conn **conns; /* slots, each allocated when first used; a NULL or CONN_FREE slot is free */
     uint32_t nconns, conns_cap;
@@ -284,7 +296,7 @@ static conn *new_conn(mm_gossip *g, bool outbound, const char *addr, uint64_t no
             if (slot == UINT32_MAX) slot = i;
         } else {
             used++;
-            if (g->conns[i]->state != CONN_OPEN) half_open++;
+            if (g->conns[i]->state != CONN_OPEN && !g->conns[i]->outbound) half_open++;
         }
     }
     if (used >= MM_MAX_CONNS || (!outbound && half_open >= MM_MAX_HALF_OPEN)) return NULL;
@@ -743,10 +755,33 @@ static conn *dial(mm_gossip *g, const char *addr, const uint8_t *expect, uint64_
     return c;
 }
 
+/* A session older than MM_SESSION_LIFETIME starts no exchange: once idle it
+ * closes gracefully, and the next use dials again (a fresh handshake: new
+ * ephemeral keys, the current binding and certificate, SECURITY.md §2.3). */
+static bool session_old(const conn *c, uint64_t now)
+{
+    return c->authed && now >= c->established + MM_SESSION_LIFETIME;
+}
+
+static void retire_session(mm_gossip *g, conn *c, uint64_t now)
+{
+    char h[17];
+    hex8(c->peer_id, h);
+    logf_(g, MM_LOG_INFO, c->peer_id, "session with %s is %llu s old: closed, to be handshaken again", h,
+          (unsigned long long)((now - c->established) / 1000000000ull));
+    send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+    c->graceful = true;
+    close_conn(g, c, false, now);
+}
+
 /* A session to peer p, or a dial towards one (NULL if neither is possible). */
 static conn *reach(mm_gossip *g, peer *p, uint64_t now)
 {
     conn *c = session_of(g, p->rec.id);
+    if (c && !c->xid && session_old(c, now)) {
+        retire_session(g, c, now);
+        c = NULL;
+    }
     if (c) return c;
     for (uint32_t i = 0; i < g->nconns; i++) {
         conn *d = g->conns[i];
@@ -1179,7 +1214,7 @@ static void want_snapshot(mm_gossip *g, exch *x)
 /* Begin an exchange on an open session (we are the initiator). */
 static void start_exchange(mm_gossip *g, conn *c, uint8_t kind, uint64_t now)
 {
-    if (c->xid) return;
+    if (c->xid || session_old(c, now)) return; /* an old session closes (do_timers) */
     exch *x = new_exch(g, c, kind, true, 0, now);
     if (!x) return;
     if (kind == EXCH_SYNC) { /* nothing of ours to send: ask right away */
@@ -1450,6 +1485,7 @@ static void establish(mm_gossip *g, conn *c, uint64_t now)
     }
     c->state = CONN_OPEN;
     c->authed = true;
+    c->established = now;
     g->st.sessions++;
     g->st.handshakes_ok++;
     mm_msg m = {.type = MM_MSG_HELLO};
@@ -1522,15 +1558,22 @@ static void set_ephemeral(mm_gossip *g, conn *c)
     sodium_memzero(e, sizeof e);
 }
 
-static bool hs_begin(mm_gossip *g, conn *c, bool initiator)
+/* Key k of the ring: 0 is the primary (cfg.network_key), then cfg.network_keys_more. */
+static const uint8_t *ring_key(const mm_gossip *g, uint32_t k)
 {
-    c->hs = g_alloc(g, sizeof *c->hs);
-    if (!c->hs) return false;
+    return k == 0 ? g->cfg.network_key : g->cfg.network_keys_more[k - 1];
+}
+
+/* Start c's handshake state with psk (no scalar multiplication: our static
+ * public key was computed once, in mm_gossip_new). */
+static bool hs_begin(mm_gossip *g, conn *c, bool initiator, const uint8_t *psk)
+{
+    if (!c->hs && !(c->hs = g_alloc(g, sizeof *c->hs))) return false;
     uint8_t prologue[8 + 32];
     memcpy(prologue, "murmur/1", 8);
     memcpy(prologue + 8, g->network_id, 32);
-    if (mm_noise_init(c->hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue, g->static_sk,
-                      g->cfg.network_key, NULL) != 0)
+    if (mm_noise_init_static(c->hs, MM_NOISE_XXPSK0, MM_NOISE_CHACHAPOLY, initiator, prologue, sizeof prologue,
+                             g->static_sk, g->static_pk, psk, NULL) != 0)
         return false;
     if (initiator) set_ephemeral(g, c); /* a responder draws its own only once msg1 proved the key */
     return true;
@@ -1550,11 +1593,17 @@ static void hs_message(mm_gossip *g, conn *c, const uint8_t *msg, size_t len, ui
             fail_conn(g, c, 0, "replayed handshake message");
             return;
         }
-        if (!hs_begin(g, c, false)) {
-            fail_conn(g, c, 0, "out of memory");
-            return;
+        /* The key ring, primary first (SECURITY.md §2.2): each try is
+         * symmetric crypto only (hashes, HMACs, one AEAD tag). */
+        bool ok = false;
+        for (uint32_t k = 0; k <= g->cfg.nkeys_more && !ok; k++) {
+            if (!hs_begin(g, c, false, ring_key(g, k))) {
+                fail_conn(g, c, 0, "out of memory");
+                return;
+            }
+            ok = mm_noise_read(c->hs, msg, len, payload, sizeof payload, &plen) == 0;
         }
-        if (mm_noise_read(c->hs, msg, len, payload, sizeof payload, &plen) != 0) {
+        if (!ok) {
             fail_conn(g, c, 0, "handshake refused: the peer does not hold our network key");
             return;
         }
@@ -2063,6 +2112,7 @@ static void recompute_deadline(mm_gossip *g)
             if (c->expires_s) AT(mono_at(g, c->expires_s));
             AT((c->last_rx > c->last_tx ? c->last_rx : c->last_tx) + MM_KEEPALIVE);
             if (!c->xid) AT(c->last_useful + MM_IDLE_CLOSE);
+            if (!c->xid) AT(c->established + MM_SESSION_LIFETIME);
             AT(c->last_rx + MM_DEAD_AFTER);
         }
     }
@@ -2132,6 +2182,8 @@ static void do_timers(mm_gossip *g, uint64_t now)
         } else if (now >= c->last_rx + MM_DEAD_AFTER) { /* not even our pings are answered */
             logf_(g, MM_LOG_INFO, c->peer_id, "%s stopped answering", c->addr);
             close_conn(g, c, true, now);
+        } else if (session_old(c, now) && !c->xid) {
+            retire_session(g, c, now);
         } else if (now >= c->last_useful + MM_IDLE_CLOSE && !c->xid) {
             send_frame(g, c, MM_FRAME_CLOSE, 0, 0, NULL, 0);
             c->graceful = true;
@@ -2230,6 +2282,7 @@ static void end(mm_gossip *g, uint64_t now)
 mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, uint64_t now)
 {
     if (!cfg || !env || !env->random || !env->alloc || !env->free || cfg->params == 0 ||
+        cfg->nkeys_more > MM_NETKEYS_MAX - 1 ||
         cfg->params > (1ull << 40) || cfg->encoding > MM_ENC_Q8 || cfg->binding_lifetime > MM_BINDING_LIFETIME_MAX ||
         sodium_init() < 0)
         return NULL;
@@ -2276,11 +2329,15 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
             }
             *g->revs = *cfg->revocations;
         }
+    } else if (cfg->network_id_set) { /* pinned: a key rotation keeps the network's id (protocol.md §2.2) */
+        memcpy(g->network_id, cfg->network_id, 32);
     } else {
         crypto_generichash(g->network_id, 32, (const uint8_t *)"murmur-net-v1", 13, cfg->network_key, 32);
     }
     env->random(env->random_ctx, g->static_sk, sizeof g->static_sk);
     crypto_scalarmult_curve25519_base(g->static_pk, g->static_sk);
+    crypto_generichash(g->source_k, sizeof g->source_k, (const uint8_t *)"murmur-source-v1", 16, g->static_sk,
+                       sizeof g->static_sk); /* no draw of its own: seeded runs replay as before */
     make_binding(g, now);
     memcpy(g->self.id, g->id, MM_ID_BYTES);
     snprintf(g->self.addr, sizeof g->self.addr, "%s", cfg->advertise);
@@ -2316,13 +2373,17 @@ void mm_gossip_free(mm_gossip *g)
     g_free(g, g->tensors);
     g_free(g, g->clips);
     g_free(g, g->revs);
+    g_free(g, g->buckets);
     sodium_memzero(g->static_sk, sizeof g->static_sk);
     sodium_memzero(g->cfg.identity_sk, sizeof g->cfg.identity_sk);
     sodium_memzero(g->cfg.network_key, sizeof g->cfg.network_key);
+    sodium_memzero(g->cfg.network_keys_more, sizeof g->cfg.network_keys_more);
     g->env.free(g->env.alloc_ctx, g);
 }
 
 const uint8_t *mm_gossip_id(const mm_gossip *g) { return g->id; }
+
+const uint8_t *mm_gossip_network_id(const mm_gossip *g) { return g->network_id; }
 
 void mm_gossip_set_wall_offset(mm_gossip *g, int64_t offset_ns, uint64_t now)
 {
@@ -2381,16 +2442,135 @@ int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
     return MM_OK;
 }
 
+/* The key of a source address for the per-address limits: a keyed hash of
+ * its host part ("a.b.c.d" of "a.b.c.d:port"; everything before the last
+ * ':' otherwise). On loopback (127/8) it is the whole address, port included:
+ * all the nodes of one machine share 127.0.0.1 (as for the /24 cap, §6.7), so
+ * there each TCP connection, with its own port, is its own source. Never 0. */
+static uint64_t source_key(const mm_gossip *g, const char *from)
+{
+    if (!from) from = "";
+    size_t n = strlen(from);
+    const char *colon = strrchr(from, ':');
+    if (colon && strncmp(from, "127.", 4) != 0) n = (size_t)(colon - from);
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const uint8_t *)from, n, g->source_k);
+    uint64_t k = get_le64(h);
+    return k ? k : 1;
+}
+
+/* The tokens of bucket b at now (refilled at MM_HS_RATE_PER_IP, up to the burst). */
+static double bucket_tokens(const struct ip_bucket *b, uint64_t now)
+{
+    double t = b->tokens + (double)(now > b->at ? now - b->at : 0) * MM_HS_RATE_PER_IP / 1e9;
+    return t < MM_HS_BURST_PER_IP ? t : MM_HS_BURST_PER_IP;
+}
+
+/* The token bucket of source key, refilled to now; NULL if out of memory.
+ * A new address takes a free slot, else that of an address whose bucket is
+ * full again (as good as absent), else that of the one least recently seen. */
+static struct ip_bucket *source_bucket(mm_gossip *g, uint64_t key, uint64_t now)
+{
+    if (!g->buckets) {
+        if (!(g->buckets = g_alloc(g, MM_IP_BUCKETS * sizeof *g->buckets))) return NULL;
+        memset(g->buckets, 0, MM_IP_BUCKETS * sizeof *g->buckets);
+    }
+    struct ip_bucket *b = NULL, *spare = NULL;
+    bool spare_full = false;
+    for (uint32_t i = 0; i < MM_IP_BUCKETS && !b; i++) {
+        struct ip_bucket *e = &g->buckets[i];
+        if (e->key == key) {
+            b = e;
+        } else if (!e->key) {
+            if (!spare || spare->key) spare = e;
+        } else if (!spare || spare->key) {
+            bool full = bucket_tokens(e, now) >= MM_HS_BURST_PER_IP;
+            if (!spare || (full && !spare_full) || (full == spare_full && e->at < spare->at)) {
+                spare = e;
+                spare_full = full;
+            }
+        }
+    }
+    if (b) {
+        b->tokens = bucket_tokens(b, now);
+    } else {
+        b = spare;
+        b->key = key;
+        b->tokens = MM_HS_BURST_PER_IP;
+    }
+    if (now > b->at) b->at = now;
+    return b;
+}
+
+/* Whether an inbound connection from `from` may open (docs/protocol.md §3.3,
+ * "Admission caps at accept"): NULL, or why not. Uses no cryptography but the
+ * short hash of source_key. */
+static const char *admission_refusal(mm_gossip *g, const char *from, uint64_t key, uint64_t now, char *why,
+                                     size_t whylen)
+{
+    uint64_t pfx_until = from ? prefix_banned(g, from, now) : 0;
+    if (pfx_until) { /* SECURITY.md S2: whatever identity it would claim */
+        snprintf(why, whylen, "address prefix is banned (for %llu s more)",
+                 (unsigned long long)((pfx_until - now) / 1000000000ull));
+        return why;
+    }
+    if (g->leaving) return "leaving";
+    uint32_t inbound = 0, half = 0, half_here = 0;
+    conn *idlest = NULL; /* the inbound session without an exchange that was useful least recently */
+    for (uint32_t i = 0; i < g->nconns; i++) {
+        conn *c = g->conns[i];
+        if (!c || c->state == CONN_FREE || c->outbound || c->closing) continue; /* closing: on its way out */
+        inbound++;
+        if (c->state != CONN_OPEN) {
+            half++;
+            half_here += c->source == key;
+        } else if (c->hello_ok && !c->xid && (!idlest || c->last_useful < idlest->last_useful)) {
+            idlest = c;
+        }
+    }
+    if (half_here >= MM_HALF_OPEN_PER_IP) return "connection refused: too many handshakes in progress from this address";
+    if (half >= MM_MAX_HALF_OPEN) return "connection refused: too many handshakes in progress";
+    bool full = inbound >= MM_MAX_CONNS - MM_OUTBOUND_RESERVE;
+    if (full && !idlest) return "connection refused: inbound connections full (the rest is kept for our dials)";
+    struct ip_bucket *b = source_bucket(g, key, now);
+    if (!b) return "connection refused: out of memory";
+    if (b->tokens < 1.0) return "connection refused: handshake rate of this address exceeded";
+    if (full) { /* make room: the idlest inbound session goes (it is dialled again when needed) */
+        char h[17];
+        hex8(idlest->peer_id, h);
+        logf_(g, MM_LOG_INFO, idlest->peer_id, "inbound connections full: idle session with %s closed for a newcomer", h);
+        send_frame(g, idlest, MM_FRAME_CLOSE, 0, 0, NULL, 0);
+        idlest->graceful = true;
+        close_conn(g, idlest, false, now);
+    }
+    return NULL;
+}
+
 mm_conn_id mm_gossip_accepted(mm_gossip *g, const char *from, uint64_t now)
 {
     begin(g);
     conn *c = NULL;
-    uint64_t pfx_until = from ? prefix_banned(g, from, now) : 0;
-    if (pfx_until) /* SECURITY.md S2: refused before any crypto, whatever identity it would claim */
-        logf_(g, MM_LOG_REFUSED, NULL, "%s: address prefix is banned (for %llu s more)", from,
-              (unsigned long long)((pfx_until - now) / 1000000000ull));
-    else if (!g->leaving)
-        c = new_conn(g, false, from, now);
+    char buf[96];
+    uint64_t key = source_key(g, from);
+    const char *why = admission_refusal(g, from, key, now, buf, sizeof buf);
+    if (!why && !(c = new_conn(g, false, from, now))) why = "connection refused: no connection slot";
+    if (c) {
+        c->source = key;
+        source_bucket(g, key, now)->tokens -= 1.0; /* found (not evicted) by admission_refusal just now */
+    } else if (strcmp(why, "leaving") != 0) {
+        g->st.refused++;
+        if (now >= g->refuse_log_at || !g->refuse_log_at) { /* refused before any crypto, logged once a second */
+            if (g->refused_quiet)
+                logf_(g, MM_LOG_REFUSED, NULL, "%s: %s (and %u more connections refused in the last second)",
+                      from ? from : "?", why, g->refused_quiet);
+            else
+                logf_(g, MM_LOG_REFUSED, NULL, "%s: %s", from ? from : "?", why);
+            g->refused_quiet = 0;
+            g->refuse_log_at = now + MM_SEC(1);
+        } else {
+            g->refused_quiet++;
+        }
+    }
     end(g, now);
     return c ? c->id : 0;
 }
@@ -2402,7 +2582,8 @@ void mm_gossip_connected(mm_gossip *g, mm_conn_id id, uint64_t now)
     if (c && c->state == CONN_CONNECTING && !c->closing) {
         c->state = CONN_HANDSHAKE;
         c->opened = now;
-        if (!hs_begin(g, c, true) || !hs_send(g, c, NULL, 0)) fail_conn(g, c, 0, "handshake start failed");
+        if (!hs_begin(g, c, true, g->cfg.network_key) || !hs_send(g, c, NULL, 0))
+            fail_conn(g, c, 0, "handshake start failed");
     }
     end(g, now);
 }

@@ -55,7 +55,18 @@ typedef struct {
 
 typedef struct {
     uint8_t identity_sk[64];  /* Ed25519 secret key (libsodium layout: seed || pk) */
-    uint8_t network_key[32];  /* the network's pre-shared key */
+    uint8_t network_key[32];  /* the network's pre-shared key: the key ring's primary, which we dial with */
+    /* Key ring (SECURITY.md §2.2, H11): up to MM_NETKEYS_MAX - 1 more keys that
+     * an inbound msg1 may also use. A rotation installs the new key here on
+     * every node, then makes it the primary (the old one here), then removes
+     * the old one. */
+    uint8_t network_keys_more[MM_NETKEYS_MAX - 1][32];
+    uint32_t nkeys_more;
+    /* Key and allowlist modes: if network_id_set, network_id is this instead of
+     * the hash of the primary key (docs/protocol.md §2.2). Nodes whose primary
+     * key differs (during a rotation) must agree on it: pin the old value. */
+    bool network_id_set;
+    uint8_t network_id[32];
     char advertise[MM_ADDR_MAX]; /* "host:port" others reach us at ("" = not reachable) */
     uint64_t incarnation;     /* version of our address record; grows on every restart */
     /* Model */
@@ -152,6 +163,8 @@ int mm_gossip_set_cert(mm_gossip *g, const uint8_t cert[MM_CERT_BYTES], uint64_t
 
 /* Our identity (Ed25519 public key). */
 const uint8_t *mm_gossip_id(const mm_gossip *g);
+/* The network_id in use (docs/protocol.md §2.2): 32 bytes. */
+const uint8_t *mm_gossip_network_id(const mm_gossip *g);
 
 /* Try to join through a member at addr ("host:port"). */
 int mm_gossip_bootstrap(mm_gossip *g, const char *addr, uint64_t now);

@@ -16,6 +16,7 @@
 #define MM_HS_REPLAY_ENTRIES 65536
 #define MM_SIG_DIGEST 16              /* bytes of a signature check's digest (mm_gossip_env.sig_seen) */
 #define MM_SESSION_LIFETIME MM_SEC(3600) /* re-handshake after this */
+#define MM_NETKEYS_MAX 4              /* network keys in a key ring: the primary and 3 more */
 
 /* Wall time (unix time = monotonic now + mm_gossip_config.wall_offset_ns) */
 #define MM_CLOCK_SKEW_S 300               /* seconds of clock difference tolerated in validity windows */
@@ -39,7 +40,12 @@
 
 /* Connections and liveness */
 #define MM_MAX_CONNS 128
-#define MM_MAX_HALF_OPEN 64
+#define MM_OUTBOUND_RESERVE 32          /* of MM_MAX_CONNS, kept for our own dials (25 %) */
+#define MM_MAX_HALF_OPEN 64             /* inbound connections not yet established */
+#define MM_HALF_OPEN_PER_IP 4           /* ... from one source address (docs/protocol.md §3.3) */
+#define MM_HS_RATE_PER_IP 20            /* accepted connections per second per source address */
+#define MM_HS_BURST_PER_IP 5            /* ... token bucket size (also the initial fill) */
+#define MM_IP_BUCKETS 1024              /* source addresses whose bucket is remembered */
 #define MM_KEEPALIVE MM_SEC(15)
 #define MM_IDLE_CLOSE MM_SEC(60)        /* a session with no traffic is closed */
 #define MM_DEAD_AFTER MM_SEC(60)

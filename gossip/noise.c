@@ -325,6 +325,13 @@ int mm_noise_init(mm_noise_hs *hs, mm_noise_pattern pattern, mm_noise_cipher cip
                   const uint8_t *prologue, size_t prologue_len, const uint8_t s_sk[32], const uint8_t *psk,
                   const uint8_t *rs)
 {
+    return mm_noise_init_static(hs, pattern, cipher, initiator, prologue, prologue_len, s_sk, NULL, psk, rs);
+}
+
+int mm_noise_init_static(mm_noise_hs *hs, mm_noise_pattern pattern, mm_noise_cipher cipher, bool initiator,
+                         const uint8_t *prologue, size_t prologue_len, const uint8_t s_sk[32], const uint8_t *s_pk,
+                         const uint8_t *psk, const uint8_t *rs)
+{
     if (!hs) return MM_ERR_INVALID;
     sodium_memzero(hs, sizeof *hs);
     hs->failed = true; /* until initialised */
@@ -342,7 +349,9 @@ int mm_noise_init(mm_noise_hs *hs, mm_noise_pattern pattern, mm_noise_cipher cip
     hs->cs.cipher = cipher;
     hs->cs.has_k = false;
     memcpy(hs->s_sk, s_sk, 32);
-    if (crypto_scalarmult_curve25519_base(hs->s_pk, hs->s_sk) != 0) {
+    if (s_pk) /* the caller's, computed once for many handshakes */
+        memcpy(hs->s_pk, s_pk, 32);
+    else if (crypto_scalarmult_curve25519_base(hs->s_pk, hs->s_sk) != 0) {
         mm_noise_wipe(hs);
         return MM_ERR_INVALID;
     }

@@ -56,6 +56,13 @@ typedef struct {
 int mm_noise_init(mm_noise_hs *hs, mm_noise_pattern pattern, mm_noise_cipher cipher, bool initiator,
                   const uint8_t *prologue, size_t prologue_len, const uint8_t s_sk[32], const uint8_t *psk,
                   const uint8_t *rs);
+/* The same, with our static public key s_pk (= X25519 base point times s_sk)
+ * supplied by the caller, or NULL to compute it here. A responder that tries
+ * several psks on one msg1 (a key ring) thus does no scalar multiplication
+ * before msg1 is authenticated. */
+int mm_noise_init_static(mm_noise_hs *hs, mm_noise_pattern pattern, mm_noise_cipher cipher, bool initiator,
+                         const uint8_t *prologue, size_t prologue_len, const uint8_t s_sk[32], const uint8_t *s_pk,
+                         const uint8_t *psk, const uint8_t *rs);
 /* Set the ephemeral secret to use for our next "e" token (must be called
  * before the message that carries it). */
 void mm_noise_set_ephemeral(mm_noise_hs *hs, const uint8_t e_sk[32]);
