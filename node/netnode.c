@@ -1095,12 +1095,28 @@ static int load_keys(netnode *n, mm_gossip_config *gc)
         uint8_t pk[32];
         crypto_sign_keypair(pk, gc->identity_sk);
     }
-    if (n->cfg.netkey_file) {
-        if (mm_key_read_netkey(n->cfg.netkey_file, gc->network_key, &err) != 0) {
+    if (n->cfg.netkey_files.n > MM_NETKEYS_MAX) {
+        fprintf(stderr, "murmur train: at most %d --network-key files (a key ring)\n", MM_NETKEYS_MAX);
+        return 1;
+    }
+    for (int i = 0; i < n->cfg.netkey_files.n; i++) { /* the first is the primary */
+        uint8_t *k = i == 0 ? gc->network_key : gc->network_keys_more[i - 1];
+        if (mm_key_read_netkey(n->cfg.netkey_files.v[i], k, &err) != 0) {
             fprintf(stderr, "murmur train: %s\n", err.msg);
             return 1;
         }
-    } else { /* the open default network: anyone running murmur can join it */
+        if (i > 0) gc->nkeys_more = (uint32_t)i;
+    }
+    if (n->cfg.network_id) {
+        size_t bin_len = 0;
+        if (strlen(n->cfg.network_id) != 64 ||
+            sodium_hex2bin(gc->network_id, 32, n->cfg.network_id, 64, NULL, &bin_len, NULL) != 0 || bin_len != 32) {
+            fprintf(stderr, "murmur train: --network-id wants 64 hex digits (the id a node logs at start)\n");
+            return 1;
+        }
+        gc->network_id_set = true;
+    }
+    if (n->cfg.netkey_files.n == 0) { /* the open default network: anyone running murmur can join it */
         crypto_generichash(gc->network_key, 32, (const uint8_t *)"murmur-open-network-v1", 22, NULL, 0);
     }
     return n->cfg.owner_pub ? load_certs(n, gc) : 0;
@@ -1247,6 +1263,10 @@ int mm_node_run(const mm_node_config *cfg)
     mm_layout_fingerprint_hex(l, fp);
     say(n, "node %s listening on %s, model %s (fingerprint %.16s), shard %u/%u, %u examples", n->id_hex,
         n->listen_addr, cfg->tc.model, fp, n->tr.cfg.shard, n->tr.cfg.nshards, n->tr.loader.count);
+    char nid[65];
+    sodium_bin2hex(nid, sizeof nid, mm_gossip_network_id(n->g), 32);
+    say(n, "network id %s (%d network key%s; --network-id keeps it through a key rotation)", nid,
+        cfg->netkey_files.n ? cfg->netkey_files.n : 1, cfg->netkey_files.n > 1 ? "s" : "");
     metric(n, "\"event\":\"start\",\"listen\":\"%s\",\"model\":\"%s\",\"shard\":%u,\"nshards\":%u", n->listen_addr,
            cfg->tc.model, n->tr.cfg.shard, n->tr.cfg.nshards);
     for (int i = 0; i < cfg->bootstrap.n; i++)

@@ -20,7 +20,8 @@ typedef struct {
     const char *listen;        /* "host:port" */
     mm_cli_list bootstrap;
     const char *key_file;      /* identity; NULL: <checkpoint-dir>/identity.key or ephemeral */
-    const char *netkey_file;   /* NULL: the open default network */
+    mm_cli_list netkey_files;  /* the key ring, primary first (<= MM_NETKEYS_MAX); none: the open default network */
+    const char *network_id;    /* hex: pin network_id across a key rotation (docs/protocol.md §2.2); NULL: from the primary */
     const char *owner_pub;     /* certs mode: the owner's public key (hex); NULL: key mode */
     const char *cert_file;     /* certs mode: this node's membership certificate */
     const char *revocations_file; /* certs mode: an owner-signed revocation list to start with */
