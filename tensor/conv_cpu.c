@@ -63,24 +63,28 @@ static inline __attribute__((always_inline)) void kernel(const int R, const int 
         for (int v = 0; v < NV; v++) vstore(c + r * ldc + v * VL, acc[r][v]);
 }
 
-/* c[rows, n] (+)= a[rows, K] b[K, n] with a strided as in kernel(); n a multiple of VL, rows a multiple of 4. */
+/* c[rows, n] (+)= a[rows, K] b[K, n] with a strided as in kernel(); n a multiple of VL, rows a multiple of 2. */
 static void gemm(int rows, int n, int K, const float *a, ptrdiff_t ars, ptrdiff_t aks, const float *b, ptrdiff_t ldb,
                  float *c, ptrdiff_t ldc, bool add)
 {
     for (int j = 0; j < n; j += 4 * VL) {
-        const int nv = (n - j) / VL < 4 ? (n - j) / VL : 4;
-        int R = nv >= 3 ? 6 : 12;
-        if (rows % R) R = 4;
-        for (int r = 0; r < rows; r += R) {
+        const int nv = (n - j) / VL < 4 ? (n - j) / VL : 4, full = nv >= 3 ? 6 : 12;
+        for (int r = 0; r < rows;) {
+            /* Groups of `full` rows, then what is left (even) in one group of 2 to 10. */
+            const int R = rows - r >= full ? full : rows - r;
             const float *ar = a + r * ars;
             float *cr = c + r * ldc + j;
             /* One instance per shape, so that every loop in kernel() unrolls into registers. */
             switch (R * 8 + nv) {
 #define SHAPE(RR, NN)                                                                                                  \
     case RR * 8 + NN: kernel(RR, NN, K, ar, ars, aks, b + j, ldb, cr, ldc, add); break;
-                SHAPE(6, 4) SHAPE(6, 3) SHAPE(12, 2) SHAPE(12, 1) SHAPE(4, 4) SHAPE(4, 3) SHAPE(4, 2) SHAPE(4, 1)
+                SHAPE(6, 4)
+                SHAPE(6, 3) SHAPE(4, 4) SHAPE(4, 3) SHAPE(2, 4) SHAPE(2, 3) SHAPE(12, 2) SHAPE(12, 1) SHAPE(10, 2)
+                    SHAPE(10, 1) SHAPE(8, 2) SHAPE(8, 1) SHAPE(6, 2) SHAPE(6, 1) SHAPE(4, 2) SHAPE(4, 1) SHAPE(2, 2)
+                        SHAPE(2, 1)
 #undef SHAPE
             }
+            r += R;
         }
     }
 }
