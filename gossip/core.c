@@ -144,12 +144,14 @@ struct mm_gossip {
     mm_addr_rec self;
     bool aes_ok, leaving;
     /* Per-source-address handshake rate (SECURITY.md §2.3, L2): token buckets
-     * of MM_IP_BUCKETS addresses, allocated at the first accept. */
+     * of up to MM_IP_BUCKETS addresses, grown as sources appear (a simulated
+     * node meets a few, a public one many). */
     struct ip_bucket {
         uint64_t key; /* source_key(); 0: unused */
         double tokens;
         uint64_t at;
     } *buckets;
+    uint32_t nbuckets, buckets_cap;
     uint8_t source_k[crypto_shorthash_KEYBYTES]; /* keys source_key(), so no one can aim at a collision */
     uint64_t refuse_log_at; /* admission refusals are logged at most once a second... */
     uint32_t refused_quiet; /* ...and counted in between */
@@ -2471,13 +2473,28 @@ static double bucket_tokens(const struct ip_bucket *b, uint64_t now)
  * full again (as good as absent), else that of the one least recently seen. */
 static struct ip_bucket *source_bucket(mm_gossip *g, uint64_t key, uint64_t now)
 {
-    if (!g->buckets) {
-        if (!(g->buckets = g_alloc(g, MM_IP_BUCKETS * sizeof *g->buckets))) return NULL;
-        memset(g->buckets, 0, MM_IP_BUCKETS * sizeof *g->buckets);
-    }
     struct ip_bucket *b = NULL, *spare = NULL;
     bool spare_full = false;
-    for (uint32_t i = 0; i < MM_IP_BUCKETS && !b; i++) {
+    for (uint32_t i = 0; i < g->nbuckets; i++)
+        if (g->buckets[i].key == key) {
+            b = &g->buckets[i];
+            break;
+        }
+    if (!b && g->nbuckets < MM_IP_BUCKETS) { /* a new source: a new slot while the table may grow */
+        if (g->nbuckets == g->buckets_cap) {
+            uint32_t cap = g->buckets_cap ? 2 * g->buckets_cap : 8;
+            if (cap > MM_IP_BUCKETS) cap = MM_IP_BUCKETS;
+            struct ip_bucket *nb = g_alloc(g, cap * sizeof *nb);
+            if (!nb) return NULL;
+            if (g->nbuckets) memcpy(nb, g->buckets, g->nbuckets * sizeof *nb);
+            g_free(g, g->buckets);
+            g->buckets = nb;
+            g->buckets_cap = cap;
+        }
+        spare = &g->buckets[g->nbuckets++];
+        memset(spare, 0, sizeof *spare);
+    }
+    for (uint32_t i = 0; i < g->nbuckets && !b && (!spare || spare->key); i++) {
         struct ip_bucket *e = &g->buckets[i];
         if (e->key == key) {
             b = e;
