@@ -21,16 +21,11 @@ void mm_train_config_defaults(mm_train_config *c)
     if (c->nshards == 0) c->nshards = 1;
 }
 
-int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
+/* The rest of mm_trainer_init, once t->train and t->test are in place. */
+static int trainer_setup(mm_trainer *t, mm_error *err)
 {
-    memset(t, 0, sizeof *t);
-    t->cfg = *cfg;
-    mm_train_config_defaults(&t->cfg);
     const mm_train_config *c = &t->cfg;
     int rc;
-    if ((rc = mm_dataset_load(&t->train, c->data_dir, "train", err)) ||
-        (rc = mm_dataset_load(&t->test, c->data_dir, "t10k", err)))
-        goto fail;
     uint32_t *idx = NULL, count = t->train.n;
     if (c->nshards > 1 &&
         (rc = mm_dataset_shard_mixed(&t->train, c->shard, c->nshards, c->partition, c->skew > 0 ? (double)c->skew : 1.0,
@@ -75,6 +70,32 @@ int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
 fail:
     mm_trainer_free(t);
     return rc;
+}
+
+int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    mm_train_config_defaults(&t->cfg);
+    int rc;
+    if ((rc = mm_dataset_load(&t->train, t->cfg.data_dir, "train", err)) ||
+        (rc = mm_dataset_load(&t->test, t->cfg.data_dir, "t10k", err))) {
+        mm_trainer_free(t);
+        return rc;
+    }
+    return trainer_setup(t, err);
+}
+
+int mm_trainer_init_data(mm_trainer *t, const mm_train_config *cfg, const mm_dataset *train,
+                         const mm_dataset *test, mm_error *err)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    mm_train_config_defaults(&t->cfg);
+    t->train = *train;
+    t->test = *test;
+    t->data_borrowed = true;
+    return trainer_setup(t, err);
 }
 
 int mm_trainer_init_vector(mm_trainer *t, uint64_t params, uint64_t seed, mm_error *err)
@@ -130,8 +151,10 @@ void mm_trainer_free(mm_trainer *t)
     mm_model_free(t->model);
     if (t->be.ops) mm_backend_free(&t->be);
     mm_loader_free(&t->loader);
-    mm_dataset_free(&t->train);
-    mm_dataset_free(&t->test);
+    if (!t->data_borrowed) {
+        mm_dataset_free(&t->train);
+        mm_dataset_free(&t->test);
+    }
     free(t->xbuf);
     free(t->ybuf);
     memset(t, 0, sizeof *t);

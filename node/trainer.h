@@ -50,11 +50,18 @@ typedef struct {
     uint64_t loss_examples; /* examples behind model->stats */
     uint32_t epoch; /* completed epochs */
     uint32_t steps_per_epoch;
+    bool data_borrowed; /* train and test belong to the caller (mm_trainer_init_data) */
 } mm_trainer;
 
 /* Load data (train set sharded as configured, test set), build the model and
  * optimizer, initialise parameters from cfg->seed. */
 int mm_trainer_init(mm_trainer *t, const mm_train_config *cfg, mm_error *err);
+/* The same over datasets the caller has loaded and keeps until
+ * mm_trainer_free (cfg->data_dir is not read): many trainers in one process
+ * (the simulator's nodes) share one copy; each holds only its shard's
+ * indices. */
+int mm_trainer_init_data(mm_trainer *t, const mm_train_config *cfg, const mm_dataset *train,
+                         const mm_dataset *test, mm_error *err);
 /* A trainer with no data and no optimizer around a bare parameter vector of
  * `params` floats (split into up to MM_LAYOUT_MAX equal tensors, values from
  * seed): for the exchange benchmark, which measures the node's networking

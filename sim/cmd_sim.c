@@ -14,6 +14,7 @@
 #include "scenario.h"
 #include "sim.h"
 #include "util.h"
+#include "workload_train.h"
 
 typedef struct {
     bool tty, quiet;
@@ -158,6 +159,8 @@ int mm_cmd_sim(int argc, char **argv)
     mm_sim_opts o = {.out = out, .trace = trace ? stderr : NULL, .ctx = &ps, .progress = on_progress,
                      .no_sig_cache = no_sig_cache};
     rc = 0;
+    mm_dataset train = {0}, test = {0};
+    char data_dir[sizeof runs.v[0].data + 1] = "";
     for (size_t i = 0; i < runs.n && rc == 0; i++) {
         mm_scenario *s = &runs.v[i];
         if (seed_s && strcmp(s->sweep_key, "seed") != 0) s->seed = seed;
@@ -168,8 +171,32 @@ int mm_cmd_sim(int argc, char **argv)
             continue;
         }
         ps.start = ps.last = mm_now_s();
+        mm_sim_train *wl = NULL;
+        o.workload = NULL;
+        if (s->workload != MM_SIM_WL_SURROGATE) { /* trainers over the data, loaded once for every run */
+            const char *dir = s->data[0] ? s->data : MM_DATA_DEFAULT_DIR;
+            if (strcmp(dir, data_dir) != 0) {
+                mm_dataset_free(&train);
+                mm_dataset_free(&test);
+                data_dir[0] = '\0';
+                if (mm_dataset_load(&train, dir, "train", &err) != 0 || mm_dataset_load(&test, dir, "t10k", &err) != 0) {
+                    fprintf(stderr, "murmur sim: run %zu '%s': %s\n", i, s->name, err.msg);
+                    rc = 1;
+                    break;
+                }
+                snprintf(data_dir, sizeof data_dir, "%s", dir);
+            }
+            if (mm_sim_train_new(s, &train, &test, &wl, &err) != 0) {
+                fprintf(stderr, "murmur sim: run %zu '%s': %s\n", i, s->name, err.msg);
+                rc = 1;
+                break;
+            }
+            o.workload = mm_sim_train_workload(wl);
+        }
         mm_sim_result r;
-        if (mm_sim_run(s, &o, &r, &err) != 0) {
+        int run_rc = mm_sim_run(s, &o, &r, &err);
+        mm_sim_train_free(wl);
+        if (run_rc != 0) {
             fprintf(stderr, "%smurmur sim: run %zu '%s': %s\n", ps.tty && !quiet ? "\n" : "", i, s->name, err.msg);
             rc = 1;
             break;
@@ -187,6 +214,8 @@ int mm_cmd_sim(int argc, char **argv)
                     (unsigned long long)r.stuck, r.leaked);
         fflush(out);
     }
+    mm_dataset_free(&train);
+    mm_dataset_free(&test);
     if (out != stdout && fclose(out) != 0) {
         fprintf(stderr, "murmur sim: writing %s/results.jsonl failed\n", out_dir);
         rc = 1;

@@ -13,6 +13,7 @@
 #include "wire.h"
 
 static const char *const enc_names[] = {"f32", "f16", "bf16", "q8", NULL};
+const char *const mm_sim_workload_names[] = {"surrogate", "mlp", "cnn", NULL};
 
 const char *mm_encoding_name(uint8_t enc) { return enc < 4 ? enc_names[enc] : "?"; }
 
@@ -34,6 +35,10 @@ void mm_scenario_defaults(mm_scenario *s)
     s->latency[0][0] = 0.010;
     s->mean_down = 30;
     s->k = 4;
+    s->skew = 1;
+    s->epochs = 10;
+    s->average_every = 20;
+    s->momentum = 0.9;
 }
 
 uint32_t mm_scenario_region_of(const mm_scenario *s, uint32_t i)
@@ -215,6 +220,19 @@ static int name_(ld *l, yaml_node_t *v, const char *key, char *dst, size_t cap)
     for (const char *c = s; *c; c++)
         if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
             return fail(l, v, "key '%s': '%s' may not hold quotes, backslashes or control characters", key, s);
+    snprintf(dst, cap, "%s", s);
+    return 0;
+}
+
+/* A file system path (no quotes or control characters: it may be echoed in JSON). */
+static int name_path(ld *l, yaml_node_t *v, char *dst, size_t cap)
+{
+    if (!v) return 0;
+    const char *s = scalar(v);
+    if (!s || !*s || strlen(s) >= cap) return fail(l, v, "key 'data': needs a path of 1 to %zu characters", cap - 1);
+    for (const char *c = s; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+            return fail(l, v, "key 'data': '%s' may not hold quotes, backslashes or control characters", s);
     snprintf(dst, cap, "%s", s);
     return 0;
 }
@@ -401,13 +419,17 @@ static int load_crashes(ld *l, yaml_node_t *root, mm_scenario *s)
 static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration", "period", "encoding", "topology",
                                        "regions", "latency", "jitter", "bandwidth", "loss", "partitions", "churn",
                                        "crashes", "report_every", "start_spread", "step_ms", "clip", "bootstrap",
-                                       "warmup", "quiesce", "sweep", "k", "campaign", NULL};
+                                       "warmup", "quiesce", "sweep", "k", "campaign", "workload", "partition",
+                                       "skew", "epochs", "batch", "lr", "momentum", "average_every",
+                                       "train_samples", "eval_samples", "eval_every", "eval_ms", "train_delay",
+                                       "data", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
                                          "jitter", "loss", "report_every", "start_spread", "step_ms", "clip",
                                          "bootstrap", "warmup", "quiesce", "bandwidth.up", "bandwidth.down",
-                                         "churn.crash_rate", "churn.mean_down", NULL};
+                                         "churn.crash_rate", "churn.mean_down", "partition", "skew", "lr",
+                                         "batch", "average_every", "train_delay", NULL};
 
 /* One scenario from the document's root (with the sweep's override, if any). */
 static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
@@ -439,6 +461,27 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         boolean(l, get(l, root, "", "clip"), "clip", &s->clip) ||
         choice(l, get(l, root, "", "bootstrap"), "bootstrap", boots, &boot))
         return MM_ERR_INVALID;
+    int wl = 0, part = 0;
+    double eval_ms = 0;
+    static const char *const parts[] = {"iid", "label", NULL};
+    if (choice(l, get(l, root, "", "workload"), "workload", mm_sim_workload_names, &wl) ||
+        choice(l, get(l, root, "", "partition"), "partition", parts, &part) ||
+        num(l, get(l, root, "", "skew"), "skew", 0, 1, true, &s->skew) ||
+        u32(l, get(l, root, "", "epochs"), "epochs", 1, 10000, &s->epochs) ||
+        u32(l, get(l, root, "", "batch"), "batch", 1, 65536, &s->batch) ||
+        num(l, get(l, root, "", "lr"), "lr", 0, 100, true, &s->lr) ||
+        num(l, get(l, root, "", "momentum"), "momentum", 0, 0.9999, false, &s->momentum) ||
+        u32(l, get(l, root, "", "average_every"), "average_every", 0, 1000000, &s->average_every) ||
+        u32(l, get(l, root, "", "train_samples"), "train_samples", 1, 10000000, &s->train_samples) ||
+        u32(l, get(l, root, "", "eval_samples"), "eval_samples", 1, 10000000, &s->eval_samples) ||
+        num(l, get(l, root, "", "eval_every"), "eval_every", 0, 1e7, false, &s->eval_every) ||
+        num(l, get(l, root, "", "eval_ms"), "eval_ms", 0, 1e7, false, &eval_ms) ||
+        num(l, get(l, root, "", "train_delay"), "train_delay", 0, 1e7, false, &s->train_delay) ||
+        name_path(l, get(l, root, "", "data"), s->data, sizeof s->data))
+        return MM_ERR_INVALID;
+    s->workload = (uint8_t)wl;
+    s->partition = (uint8_t)part;
+    s->eval_time = eval_ms / 1e3;
     if (s->loss >= 1) return fail(l, get(l, root, "", "loss"), "key 'loss': must be below 1");
     if (s->k % 2) return fail(l, get(l, root, "", "k"), "key 'k': must be even");
     s->topology = (uint8_t)topo;
@@ -462,6 +505,16 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
     if (load_regions(l, root, s, step_ms, up * 1e6, down * 1e6) || load_latency(l, root, s) ||
         load_partitions(l, root, s) || load_crashes(l, root, s))
         return MM_ERR_INVALID;
+    if (s->workload != MM_SIM_WL_SURROGATE) {
+        if (s->topology != MM_SIM_TOPO_PROTOCOL)
+            return fail(l, get(l, root, "", "topology"), "key 'topology': a training workload runs the protocol");
+        for (uint32_t r = 0; r < s->nregions; r++)
+            if (!(s->regions[r].step > 0))
+                return fail(l, get(l, root, "", "workload"),
+                            "key 'workload': training needs step_ms > 0 (the virtual time of a step) in every region");
+        if (s->nodes > 1000)
+            return fail(l, get(l, root, "", "nodes"), "key 'nodes': a training workload runs at most 1000 nodes");
+    }
     return 0;
 }
 

@@ -96,7 +96,23 @@ typedef struct {
     double slow_step; /* s */
     mm_sim_set byz;
     double byz_from, byz_until;
+    /* The workload (docs/simulator.md, "Training workloads"): the surrogate
+     * vector, or real training (node/trainer.c) of a model on a shard of
+     * Fashion-MNIST, a step taking step_ms of virtual time. */
+    uint8_t workload;  /* mm_sim_workload_kind */
+    uint8_t partition; /* mm_partition: 0 iid, 1 label */
+    double skew;       /* label partition: the share of a shard from its own classes (1: all) */
+    uint32_t epochs, batch, average_every; /* batch 0: train's default; average_every 0: every period s */
+    double lr, momentum;                   /* lr 0: train's default */
+    uint32_t train_samples, eval_samples;  /* first N examples of the training / test set (0: all) */
+    double eval_every;  /* s between evaluations of every node up (0: none) */
+    double eval_time;   /* s of virtual time an epoch's evaluation takes */
+    double train_delay; /* s from a node's start to its first step */
+    char data[256];     /* the Fashion-MNIST directory ("": the default) */
 } mm_scenario;
+
+typedef enum { MM_SIM_WL_SURROGATE = 0, MM_SIM_WL_MLP, MM_SIM_WL_CNN } mm_sim_workload_kind;
+extern const char *const mm_sim_workload_names[]; /* indexed by mm_sim_workload_kind, NULL-terminated */
 
 typedef struct {
     mm_scenario *v;

@@ -25,6 +25,8 @@ enum {
     EV_JOIN_CHECK,
     EV_REPORT,
     EV_IDEAL,
+    EV_STEP, /* a training workload: a node's work item (a step or an evaluation) ends; a = 1: training begins */
+    EV_EVAL, /* a training workload: evaluate every node up */
 };
 
 #define SLOTS 8                       /* snapshots lent / merges pending per node (the core runs <= 4 exchanges) */
@@ -60,6 +62,7 @@ typedef struct {
     uint32_t epoch; /* bumped at every crash and start: the node's old events go stale */
     uint32_t timer_gen;
     uint64_t timer_at; /* the earliest TICK scheduled, UINT64_MAX if none */
+    uint64_t next_step; /* a training workload: the end of the work item under way (0: none, hand over at once) */
     lent snaps[SLOTS];
     merge merges[SLOTS];
 } sim_node;
@@ -98,6 +101,7 @@ typedef struct {
     size_t nsigs, sigs_cap;
     uint64_t sig_hits, sig_checks;
     uint64_t hs_ok, hs_failed; /* of cores already freed */
+    const mm_sim_workload *wl; /* a training workload (NULL: the surrogate) */
 } sim;
 
 /* ------------------------------------------------------------ helpers */
@@ -268,6 +272,7 @@ static bool env_sig_seen(void *ctx, const uint8_t *d, bool add)
 static uint64_t handover_time(const sim *S, const sim_node *nd)
 {
     uint64_t now = S->e.now;
+    if (S->wl) return nd->next_step > now ? nd->next_step : now; /* the end of the step under way */
     if (!nd->step) return now;
     if (now <= nd->phase) return nd->phase;
     uint64_t r = (now - nd->phase) % nd->step;
@@ -442,6 +447,7 @@ static void on_merge(sim *S, uint32_t i, uint32_t k)
         for (uint64_t j = 0; j < m.count; j++) x[j] += m.w * (m.peer[j] - m.snap[j]);
     else
         memcpy(x, m.peer, m.count * sizeof *x);
+    if (!m.snap && S->wl && S->wl->synced) S->wl->synced(S->wl->ctx, i); /* as node/ restarts momentum */
     if (!nd->byz && !all_finite(x, m.count)) violation(S, i, "an honest node holds a non-finite value");
     mm_gossip_merge_done(nd->g, m.xid, S->e.now);
     settle(S, i);
@@ -586,9 +592,15 @@ static void start_node(sim *S, uint32_t i, bool first)
     if (target == UINT32_MAX) target = random_up(S, i, false);
     bootstrap(S, i, target);
     settle(S, i);
-    /* Each node averages at a random phase of the period, from the warm-up on. */
+    /* Each node averages at a random phase of the period, from the warm-up on
+     * (a training workload with average_every: every so many steps instead). */
     uint64_t from = S->e.now > S->warmup ? S->e.now : S->warmup;
-    push(S, EV_AVERAGE, i, from + (uint64_t)(mm_rng_uniform(&S->rng) * (double)S->period), 0, nd->epoch);
+    if (!S->wl || !S->s->average_every)
+        push(S, EV_AVERAGE, i, from + (uint64_t)(mm_rng_uniform(&S->rng) * (double)S->period), 0, nd->epoch);
+    if (S->wl) { /* training resumes (from the parameters the node kept) once it has loaded its data */
+        nd->next_step = 0;
+        push(S, EV_STEP, i, S->e.now + ns(S->s->train_delay), 1, nd->epoch);
+    }
     push(S, EV_JOIN_CHECK, i, S->e.now + JOIN_CHECK, 0, nd->epoch);
     if (S->s->crash_rate > 0)
         push(S, EV_CRASH, i, S->e.now + ns(exp_draw(&S->rng, 1.0 / S->s->crash_rate)), 0, nd->epoch);
@@ -719,6 +731,9 @@ static void print_start(const sim *S)
             s->nregions, s->loss, s->crash_rate, s->npartitions);
     if (s->sweep_key[0])
         fprintf(S->o->out, ",\"sweep_key\":\"%s\",\"sweep_value\":\"%s\"", s->sweep_key, s->sweep_value); /* purity-ok: the caller's stream */
+    if (s->workload != MM_SIM_WL_SURROGATE)
+        fprintf(S->o->out, ",\"workload\":\"%s\",\"partition\":\"%s\",\"skew\":%.6g,\"average_every\":%u", /* purity-ok: the caller's stream */
+                mm_sim_workload_names[s->workload], s->partition ? "label" : "iid", s->skew, s->average_every);
     fputs("}\n", S->o->out);
 }
 
@@ -743,6 +758,62 @@ static void ideal_average(sim *S)
     float *a = S->nodes[i].x, *b = S->nodes[j].x;
     for (uint32_t k = 0; k < S->s->dim; k++) a[k] = b[k] = 0.5f * (a[k] + b[k]);
     S->ideal_avg++;
+}
+
+/* A training workload: node i's work item ends (or, begin, training starts):
+ * the trainer computes it now, from the parameters it started with (handovers
+ * wait for the item's end, as node/'s training thread serves them between
+ * steps), and the next item is scheduled. */
+static void on_step(sim *S, uint32_t i, bool begin)
+{
+    sim_node *nd = &S->nodes[i];
+    if (begin) {
+        nd->next_step = S->e.now + nd->step;
+        push(S, EV_STEP, i, nd->next_step, 0, nd->epoch);
+        return;
+    }
+    mm_sim_step_result r;
+    memset(&r, 0, sizeof r);
+    S->wl->step(S->wl->ctx, i, &r);
+    if (r.evaluated && S->o->out) { /* as node/'s metrics: one line per node and epoch */
+        line_head(S, "epoch");
+        fprintf(S->o->out, ",\"t\":%.6g,\"node\":%u,\"epoch\":%u,\"step\":%llu,\"acc\":%.4f,\"loss\":%.4f}\n", /* purity-ok: the caller's stream */
+                (double)S->e.now / 1e9, i, r.epoch, (unsigned long long)r.step, r.acc, r.loss);
+    }
+    if (!r.more) {
+        nd->next_step = 0;
+        return;
+    }
+    nd->next_step = S->e.now + (r.next_eval ? ns(S->s->eval_time) : nd->step);
+    push(S, EV_STEP, i, nd->next_step, 0, nd->epoch);
+    if (r.average && S->e.now >= S->warmup && S->e.now < S->quiet_from) { /* as node/: right after the step */
+        mm_gossip_average_now(nd->g, S->e.now);
+        settle(S, i);
+    }
+}
+
+/* A training workload: every node up evaluated on the test set now. */
+static void on_eval(sim *S)
+{
+    double sum = 0, lsum = 0, lo = 1, hi = 0;
+    uint32_t cnt = 0;
+    for (uint32_t i = 0; i < S->n; i++) {
+        if (!S->nodes[i].up) continue;
+        double loss = 0, acc = S->wl->evaluate(S->wl->ctx, i, &loss);
+        sum += acc;
+        lsum += loss;
+        lo = acc < lo ? acc : lo;
+        hi = acc > hi ? acc : hi;
+        cnt++;
+    }
+    mm_sim_report r;
+    report(S, &r);
+    if (!S->o->out) return;
+    line_head(S, "eval");
+    fprintf(S->o->out, /* purity-ok: the caller's stream */
+            ",\"t\":%.6g,\"alive\":%u,\"acc_mean\":%.4f,\"acc_min\":%.4f,\"acc_max\":%.4f,\"loss_mean\":%.4f,"
+            "\"consensus_var\":%.6e}\n",
+            r.t, cnt, cnt ? sum / cnt : 0.0, cnt ? lo : 0.0, cnt ? hi : 0.0, cnt ? lsum / cnt : 0.0, r.consensus_var);
 }
 
 static void dispatch(sim *S, const mm_event *ev)
@@ -817,6 +888,15 @@ static void dispatch(sim *S, const mm_event *ev)
         if (next <= S->end) push(S, EV_REPORT, 0, next, ev->a + 1, 0);
         break;
     }
+    case EV_STEP:
+        if (current) on_step(S, i, ev->a != 0);
+        break;
+    case EV_EVAL: {
+        on_eval(S);
+        uint64_t next = ns((double)(ev->a + 1) * S->s->eval_every);
+        if (next <= S->end) push(S, EV_EVAL, 0, next, ev->a + 1, 0);
+        break;
+    }
     case EV_IDEAL: {
         ideal_average(S);
         uint64_t next = S->warmup + ns((double)(ev->a + 1) * S->s->period / S->n);
@@ -856,7 +936,7 @@ static int setup(sim *S, mm_error *err)
         nd->byz = mm_sim_set_has(s, &s->byz, i);
         nd->phase = nd->step ? mm_rng_below(&S->rng, nd->step) : 0;
         nd->timer_at = UINT64_MAX;
-        if (!(nd->x = malloc((size_t)s->dim * sizeof *nd->x))) ok = false;
+        if (!(nd->x = S->wl ? S->wl->params(S->wl->ctx, i) : malloc((size_t)s->dim * sizeof *nd->x))) ok = false;
     }
     for (uint32_t a = 0; ok && a < s->nregions; a++)
         for (uint32_t b = 0; b < s->nregions; b++) lat[a * s->nregions + b] = ns(s->latency[a][b]);
@@ -879,7 +959,7 @@ static int setup(sim *S, mm_error *err)
     mm_rng_seed(&vr, derive(s->seed, 4, 0, 0));
     for (uint32_t i = 0; i < S->n; i++)
         for (uint32_t k = 0; k < s->dim; k++) {
-            S->nodes[i].x[k] = (float)mm_rng_normal(&vr);
+            if (!S->wl) S->nodes[i].x[k] = (float)mm_rng_normal(&vr); /* a workload's parameters are its own */
             S->mean0[k] += (double)S->nodes[i].x[k];
         }
     for (uint32_t k = 0; k < s->dim; k++) S->mean0[k] /= S->n;
@@ -933,6 +1013,7 @@ static int setup(sim *S, mm_error *err)
         for (uint32_t i = 0; i < S->n; i++)
             if (mm_sim_set_has(s, &s->crashes[c].nodes, i)) push(S, EV_SCHED_CRASH, i, ns(s->crashes[c].at), c, 0);
     push(S, EV_REPORT, 0, 0, 0, 0);
+    if (S->wl && s->eval_every > 0) push(S, EV_EVAL, 0, ns(s->eval_every), 1, 0); /* a: the k-th */
     if (s->topology != MM_SIM_TOPO_PROTOCOL) push(S, EV_IDEAL, 0, S->warmup + ns(s->period / S->n), 0, 0);
     return S->oom ? mm_error_set(err, MM_ERR_NOMEM, "out of memory") : 0;
 }
@@ -943,7 +1024,7 @@ static void teardown(sim *S)
         sim_node *nd = &S->nodes[i];
         for (int k = 0; k < SLOTS; k++) block_free(S, nd->snaps[k].p);
         mm_gossip_free(nd->g);
-        free(nd->x);
+        if (!S->wl) free(nd->x);
         free(nd->x0);
         sodium_memzero(nd->sk, sizeof nd->sk);
     }
@@ -965,10 +1046,14 @@ int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, m
     if (sodium_init() < 0) return mm_error_set(err, MM_ERR_INVALID, "libsodium failed to initialise");
     if (s->nodes == 0 || s->dim == 0 || s->nregions == 0 || !(s->period > 0) || !(s->report_every > 0))
         return mm_error_set(err, MM_ERR_INVALID, "scenario '%s' is not valid", s->name);
+    if (s->workload != MM_SIM_WL_SURROGATE && !(o && o->workload && o->workload->dim == s->dim))
+        return mm_error_set(err, MM_ERR_INVALID, "scenario '%s': workload %s needs its trainers (sim/workload_train.h)",
+                            s->name, mm_sim_workload_names[s->workload]);
     sim S;
     memset(&S, 0, sizeof S);
     S.s = s;
     S.o = o ? o : &none;
+    S.wl = s->workload != MM_SIM_WL_SURROGATE ? o->workload : NULL;
     mm_engine_init(&S.e);
     int rc = setup(&S, err);
     if (!rc && S.o->out) print_start(&S);

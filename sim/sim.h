@@ -45,6 +45,32 @@ typedef struct {
     uint64_t sig_checks, sig_hits; /* Ed25519 checks asked of the shared cache, and answered by it */
 } mm_sim_result;
 
+/* A workload other than the surrogate: the nodes' parameters and their
+ * training live outside sim/ (sim/workload_train.c builds one over
+ * node/trainer.c); the simulator only calls it. Node i's parameters are
+ * params(i), dim floats that snapshots copy and merges change in place. */
+typedef struct {
+    bool more;     /* the node trains on (else it has finished its epochs) */
+    bool average;  /* start an exchange now (every average_every steps) */
+    bool evaluated; /* an epoch just ended and was evaluated: */
+    uint32_t epoch;
+    uint64_t step;
+    double acc, loss; /* test accuracy and loss */
+    bool next_eval;   /* the node's next work item is an epoch's evaluation (else a step) */
+} mm_sim_step_result;
+
+typedef struct {
+    void *ctx;
+    uint32_t dim;
+    float *(*params)(void *ctx, uint32_t i);
+    /* Node i's work item that just ended (a step, or an epoch's evaluation). */
+    void (*step)(void *ctx, uint32_t i, mm_sim_step_result *r);
+    /* Test accuracy of node i now (loss into *loss), on the evaluation set. */
+    double (*evaluate)(void *ctx, uint32_t i, double *loss);
+    /* A state sync replaced node i's parameters: restart its optimizer's momentum. */
+    void (*synced)(void *ctx, uint32_t i);
+} mm_sim_workload;
+
 typedef struct {
     FILE *out;   /* JSON lines (NULL: none) */
     FILE *trace; /* every core's log lines (NULL: none) */
@@ -55,6 +81,9 @@ typedef struct {
     bool no_sig_cache;
     /* Called every 65536 events with the virtual time (s). */
     void (*progress)(void *ctx, const mm_scenario *s, double t, uint64_t events);
+    /* The scenario's training workload (NULL: the surrogate; required when
+     * the scenario names one; its dim replaces the scenario's). */
+    const mm_sim_workload *workload;
 } mm_sim_opts;
 
 /* A fixed topology's graph (adjacency lists; each edge appears at both
