@@ -78,10 +78,12 @@ static void gemm(int rows, int n, int K, const float *a, ptrdiff_t ars, ptrdiff_
             switch (R * 8 + nv) {
 #define SHAPE(RR, NN)                                                                                                  \
     case RR * 8 + NN: kernel(RR, NN, K, ar, ars, aks, b + j, ldb, cr, ldc, add); break;
-                SHAPE(6, 4)
-                SHAPE(6, 3) SHAPE(4, 4) SHAPE(4, 3) SHAPE(2, 4) SHAPE(2, 3) SHAPE(12, 2) SHAPE(12, 1) SHAPE(10, 2)
-                    SHAPE(10, 1) SHAPE(8, 2) SHAPE(8, 1) SHAPE(6, 2) SHAPE(6, 1) SHAPE(4, 2) SHAPE(4, 1) SHAPE(2, 2)
-                        SHAPE(2, 1)
+                /* clang-format off */
+                SHAPE(6, 4) SHAPE(4, 4) SHAPE(2, 4)
+                SHAPE(6, 3) SHAPE(4, 3) SHAPE(2, 3)
+                SHAPE(12, 2) SHAPE(10, 2) SHAPE(8, 2) SHAPE(6, 2) SHAPE(4, 2) SHAPE(2, 2)
+                SHAPE(12, 1) SHAPE(10, 1) SHAPE(8, 1) SHAPE(6, 1) SHAPE(4, 1) SHAPE(2, 1)
+                /* clang-format on */
 #undef SHAPE
             }
             r += R;
