@@ -39,6 +39,7 @@ void mm_scenario_defaults(mm_scenario *s)
     s->epochs = 10;
     s->average_every = 20;
     s->momentum = 0.9;
+    s->join_sync = true;
 }
 
 uint32_t mm_scenario_region_of(const mm_scenario *s, uint32_t i)
@@ -288,19 +289,20 @@ static int load_regions(ld *l, yaml_node_t *root, mm_scenario *s, double step_ms
     bool nodes_given = get(l, root, "", "nodes") != NULL;
     if (!v) {
         s->nregions = 1;
-        s->regions[0] = (mm_sim_region){.nodes = total, .up = up, .down = down, .step = step_ms / 1e3};
+        s->regions[0] = (mm_sim_region){.nodes = total, .up = up, .down = down, .step = step_ms / 1e3,
+                                        .train_delay = s->train_delay};
         snprintf(s->regions[0].name, sizeof s->regions[0].name, "all");
         return 0;
     }
     size_t n = seq_len(v);
     if (n == 0 || n > MM_SIM_MAX_REGIONS)
         return fail(l, v, "key 'regions': a list of 1 to %d regions ({name, nodes, ...})", MM_SIM_MAX_REGIONS);
-    static const char *const keys[] = {"name", "nodes", "up", "down", "step_ms", NULL};
+    static const char *const keys[] = {"name", "nodes", "up", "down", "step_ms", "train_delay", NULL};
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *r = seq_item(l, v, i);
         mm_sim_region *g = &s->regions[i];
-        double rs = step_ms, ru = up / 1e6, rd = down / 1e6;
+        double rs = step_ms, ru = up / 1e6, rd = down / 1e6, rt = s->train_delay;
         *g = (mm_sim_region){0};
         if (check_keys(l, r, "a region", keys) != 0) return MM_ERR_INVALID;
         if (!get(l, r, "regions", "name") || !get(l, r, "regions", "nodes"))
@@ -309,7 +311,8 @@ static int load_regions(ld *l, yaml_node_t *root, mm_scenario *s, double step_ms
             u32(l, get(l, r, "regions", "nodes"), "regions.nodes", 1, MM_SIM_MAX_NODES, &g->nodes) ||
             num(l, get(l, r, "regions", "up"), "regions.up", 0, 1e6, true, &ru) ||
             num(l, get(l, r, "regions", "down"), "regions.down", 0, 1e6, true, &rd) ||
-            num(l, get(l, r, "regions", "step_ms"), "regions.step_ms", 0, 1e6, false, &rs))
+            num(l, get(l, r, "regions", "step_ms"), "regions.step_ms", 0, 1e6, false, &rs) ||
+            num(l, get(l, r, "regions", "train_delay"), "regions.train_delay", 0, 1e7, false, &rt))
             return MM_ERR_INVALID;
         for (size_t k = 0; k < i; k++)
             if (strcmp(s->regions[k].name, g->name) == 0)
@@ -317,6 +320,7 @@ static int load_regions(ld *l, yaml_node_t *root, mm_scenario *s, double step_ms
         g->up = ru * 1e6;
         g->down = rd * 1e6;
         g->step = rs / 1e3;
+        g->train_delay = rt;
         g->first = (uint32_t)sum;
         sum += g->nodes;
     }
@@ -422,7 +426,7 @@ static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration
                                        "warmup", "quiesce", "sweep", "k", "campaign", "workload", "partition",
                                        "skew", "epochs", "batch", "lr", "momentum", "average_every",
                                        "train_samples", "eval_samples", "eval_every", "eval_ms", "train_delay",
-                                       "data", NULL};
+                                       "join_sync", "data", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
@@ -477,6 +481,7 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         num(l, get(l, root, "", "eval_every"), "eval_every", 0, 1e7, false, &s->eval_every) ||
         num(l, get(l, root, "", "eval_ms"), "eval_ms", 0, 1e7, false, &eval_ms) ||
         num(l, get(l, root, "", "train_delay"), "train_delay", 0, 1e7, false, &s->train_delay) ||
+        boolean(l, get(l, root, "", "join_sync"), "join_sync", &s->join_sync) ||
         name_path(l, get(l, root, "", "data"), s->data, sizeof s->data))
         return MM_ERR_INVALID;
     s->workload = (uint8_t)wl;

@@ -35,6 +35,7 @@ typedef struct {
     uint32_t nodes, first; /* its nodes are first .. first + nodes - 1 */
     double up, down;       /* bytes/s */
     double step;           /* s: parameters are handed over at step boundaries; 0 = at once */
+    double train_delay;    /* s: a training workload's nodes start this much later (loading their data) */
 } mm_sim_region;
 
 typedef struct {
@@ -107,7 +108,8 @@ typedef struct {
     uint32_t train_samples, eval_samples;  /* first N examples of the training / test set (0: all) */
     double eval_every;  /* s between evaluations of every node up (0: none) */
     double eval_time;   /* s of virtual time an epoch's evaluation takes */
-    double train_delay; /* s from a node's start to its first step */
+    double train_delay; /* s: every region's default (mm_sim_region.train_delay) */
+    bool join_sync;     /* training: a newcomer takes the network's parameters (state sync) before its first step */
     char data[256];     /* the Fashion-MNIST directory ("": the default) */
 } mm_scenario;
 

@@ -25,13 +25,15 @@ enum {
     EV_JOIN_CHECK,
     EV_REPORT,
     EV_IDEAL,
-    EV_STEP, /* a training workload: a node's work item (a step or an evaluation) ends; a = 1: training begins */
+    EV_STEP, /* a training workload: a node's work item (a step or an evaluation) ends; a != 0: training begins */
     EV_EVAL, /* a training workload: evaluate every node up */
 };
 
 #define SLOTS 8                       /* snapshots lent / merges pending per node (the core runs <= 4 exchanges) */
 #define JOIN_CHECK MM_SEC(10)         /* a node with no peer at all bootstraps again this often */
 #define PORT 7000
+#define SYNC_POLL MM_MS(100)          /* training: node/ checks a newcomer's state sync every tick ... */
+#define SYNC_GIVE_UP MM_SEC(30)       /* ... and trains from its own parameters after 3 x its join timeout */
 #define CACHE_MIN (64u << 10)        /* freed blocks this large are kept for reuse ... */
 #define CACHE_SLOTS 64               /* ... up to this many ... */
 #define CACHE_BYTES (64ull << 20)    /* ... and this many bytes */
@@ -54,6 +56,7 @@ typedef struct {
 typedef struct {
     mm_gossip *g; /* NULL while down (and always with a fixed topology) */
     bool up, byz;
+    bool joining, synced; /* a training workload: waiting for the state sync before the first step; it came */
     float *x;
     float *x0;    /* byzantine nodes: the initial vector (what they lend as stale) */
     mm_rng rng;   /* the core's env->random */
@@ -295,6 +298,7 @@ static void arm(sim *S, uint32_t i, uint64_t not_before)
 
 static void on_log(sim *S, uint32_t i, const mm_action *a)
 {
+    if (a->log == MM_LOG_SYNCED) S->nodes[i].synced = true;
     if (a->log == MM_LOG_EXCHANGE) {
         if (a->ok)
             S->ex_ok++;
@@ -591,15 +595,20 @@ static void start_node(sim *S, uint32_t i, bool first)
         target = random_member(S, i);
     if (target == UINT32_MAX) target = random_up(S, i, false);
     bootstrap(S, i, target);
+    /* Training: a newcomer takes the network's parameters first, as node/ does
+     * (not the first node, nor a restart, which resumes from its checkpoint). */
+    nd->joining = S->wl && S->s->join_sync && first && target != UINT32_MAX;
+    nd->synced = false;
+    if (nd->joining) mm_gossip_request_sync(nd->g, S->e.now);
     settle(S, i);
     /* Each node averages at a random phase of the period, from the warm-up on
      * (a training workload with average_every: every so many steps instead). */
     uint64_t from = S->e.now > S->warmup ? S->e.now : S->warmup;
     if (!S->wl || !S->s->average_every)
         push(S, EV_AVERAGE, i, from + (uint64_t)(mm_rng_uniform(&S->rng) * (double)S->period), 0, nd->epoch);
-    if (S->wl) { /* training resumes (from the parameters the node kept) once it has loaded its data */
+    if (S->wl) { /* training starts (or resumes from the parameters the node kept) */
         nd->next_step = 0;
-        push(S, EV_STEP, i, S->e.now + ns(S->s->train_delay), 1, nd->epoch);
+        push(S, EV_STEP, i, S->e.now, S->e.now + SYNC_GIVE_UP, nd->epoch); /* a: when a sync is given up */
     }
     push(S, EV_JOIN_CHECK, i, S->e.now + JOIN_CHECK, 0, nd->epoch);
     if (S->s->crash_rate > 0)
@@ -760,13 +769,23 @@ static void ideal_average(sim *S)
     S->ideal_avg++;
 }
 
-/* A training workload: node i's work item ends (or, begin, training starts):
+/* A training workload: node i's work item ends (or, begin != 0, training starts;
+ * a newcomer waits for its state sync until begin):
  * the trainer computes it now, from the parameters it started with (handovers
  * wait for the item's end, as node/'s training thread serves them between
  * steps), and the next item is scheduled. */
-static void on_step(sim *S, uint32_t i, bool begin)
+static void on_step(sim *S, uint32_t i, uint64_t begin)
 {
     sim_node *nd = &S->nodes[i];
+    if (begin && nd->joining) { /* as node/'s tick: train once synced and the sync's merge is applied */
+        bool pending = false;
+        for (int k = 0; k < SLOTS; k++) pending |= nd->merges[k].used;
+        if ((!nd->synced || pending) && S->e.now < begin) {
+            push(S, EV_STEP, i, S->e.now + SYNC_POLL, begin, nd->epoch);
+            return;
+        }
+        nd->joining = false;
+    }
     if (begin) {
         nd->next_step = S->e.now + nd->step;
         push(S, EV_STEP, i, nd->next_step, 0, nd->epoch);
@@ -889,7 +908,7 @@ static void dispatch(sim *S, const mm_event *ev)
         break;
     }
     case EV_STEP:
-        if (current) on_step(S, i, ev->a != 0);
+        if (current) on_step(S, i, ev->a);
         break;
     case EV_EVAL: {
         on_eval(S);
@@ -1008,7 +1027,8 @@ static int setup(sim *S, mm_error *err)
     }
 
     /* The schedule: starts, scheduled crashes, reports. */
-    for (uint32_t i = 0; i < S->n; i++) push(S, EV_START, i, ns(s->start_spread * i / S->n), 0, 0);
+    for (uint32_t i = 0; i < S->n; i++) /* a training workload's nodes load their data first */
+        push(S, EV_START, i, ns(s->start_spread * i / S->n + (S->wl ? s->regions[mm_scenario_region_of(s, i)].train_delay : 0.0)), 0, 0);
     for (uint32_t c = 0; c < s->ncrashes; c++)
         for (uint32_t i = 0; i < S->n; i++)
             if (mm_sim_set_has(s, &s->crashes[c].nodes, i)) push(S, EV_SCHED_CRASH, i, ns(s->crashes[c].at), c, 0);

@@ -100,7 +100,8 @@ static void test_train_deterministic_and_learns(void **state)
     assert_int_equal(ra.violations, 0);
     assert_int_equal(ra.last.nonfinite, 0);
     assert_true(ra.last.exchanges_ok >= 2 * 20); /* 3 x 32 / 10 exchanges started by each node, two ends each */
-    /* Every node evaluated after each of its 3 epochs (at 32 x 20 ms + 50 ms = 0.69 s, 1.38 s, 2.07 s). */
+    /* Every node evaluated after each of its 3 epochs: node 0 at 32 x 20 ms + 50 ms = 0.69 s, 1.38 s,
+     * 2.07 s; the newcomers a little later, after their state sync (node/ checks it every 100 ms). */
     int epochs = 0;
     double first = 0, last = 0;
     for (char *p = a; (p = strstr(p, "\"event\":\"epoch\"")) != NULL; p++) {
@@ -110,7 +111,10 @@ static void test_train_deterministic_and_learns(void **state)
         if (field(p, "epoch") == 1) first += field(p, "acc") / 4;
         if (field(p, "epoch") == 3) {
             last += field(p, "acc") / 4;
-            assert_true(fabs(field(p, "t") - 2.07) < 1e-6);
+            if (field(p, "node") == 0)
+                assert_true(fabs(field(p, "t") - 2.07) < 1e-6);
+            else
+                assert_true(field(p, "t") > 2.07 && field(p, "t") <= 2.07 + 0.2 + 1e-6);
         }
         *eol = '\n';
     }
