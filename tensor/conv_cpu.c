@@ -24,18 +24,32 @@
 
 /* ---- vectors ----
  *
- * GCC vector extensions rather than intrinsics: AVX-512 code under -march=native on the machines this runs on,
- * and still correct (split into narrower registers) anywhere else. Loads and stores are unaligned-safe. This
- * file is compiled with -ffp-contract=fast so that a * b + c is one FMA (C11 mode turns contraction off). */
-typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int32_t vi __attribute__((vector_size(64))); /* comparison masks of vf */
-enum { VL = 16 };                                    /* floats per vf */
+ * GCC vector extensions rather than intrinsics, as wide as the target's registers: 16 floats with AVX-512 (the
+ * machines this runs on, under -march=native), 8 with AVX, 4 otherwise (a build without -march=native, such as
+ * the sanitizer builds); REGS is the number of vector registers, which the register blocking below is sized
+ * to. Loads and stores are unaligned-safe. This file is compiled with -ffp-contract=fast so that a * b + c is
+ * one FMA (C11 mode turns contraction off). */
+#if defined(__AVX512F__)
+#define VL   16
+#define REGS 32
+#elif defined(__AVX__)
+#define VL   8
+#define REGS 16
+#else
+#define VL   4
+#define REGS 16
+#endif
+typedef float vf __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t)))); /* comparison masks of vf */
 
 static inline vf vload(const float *p) { return *(const vf *)p; }
 static inline void vstore(float *p, vf v) { *(vf *)p = v; }
-static inline vf splat(float s) { return (vf){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+/* s - 0 is s exactly (even -0 and NaN), so this compiles to one broadcast; 0 + s would not fold (0 + -0 = 0). */
+static inline vf splat(float s) { return s - (vf){0}; }
 /* max(v, 0), except that NaN becomes 0 as in the scalar ReLU (v > 0 ? v : 0). */
 static inline vf relu_v(vf v) { return (vf)((vi)v & (v > (vf){0})); }
+
+#define NVMAX (REGS == 32 ? 4 : 2) /* vectors of b's row per kernel call */
 
 /* ---- the GEMM kernel ----
  *
@@ -48,11 +62,11 @@ static inline __attribute__((always_inline)) void kernel(const int R, const int 
                                                          ptrdiff_t ars, ptrdiff_t aks, const float *b, ptrdiff_t ldb,
                                                          float *c, ptrdiff_t ldc, bool add)
 {
-    vf acc[12][4];
+    vf acc[12][NVMAX];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++) acc[r][v] = add ? vload(c + r * ldc + v * VL) : (vf){0};
     for (int k = 0; k < K; k++) {
-        vf bv[4];
+        vf bv[NVMAX];
         for (int v = 0; v < NV; v++) bv[v] = vload(b + k * ldb + v * VL);
         for (int r = 0; r < R; r++) {
             const vf ar = splat(a[r * ars + k * aks]);
@@ -63,12 +77,13 @@ static inline __attribute__((always_inline)) void kernel(const int R, const int 
         for (int v = 0; v < NV; v++) vstore(c + r * ldc + v * VL, acc[r][v]);
 }
 
-/* c[rows, n] (+)= a[rows, K] b[K, n] with a strided as in kernel(); n a multiple of VL, rows a multiple of 2. */
+/* c[rows, n] (+)= a[rows, K] b[K, n] with a strided as in kernel(); n a multiple of VL, rows a multiple of 2.
+ * Column chunks of up to NVMAX vectors, rows in groups of 6 or 12: R * NV + NV stays within REGS - 2. */
 static void gemm(int rows, int n, int K, const float *a, ptrdiff_t ars, ptrdiff_t aks, const float *b, ptrdiff_t ldb,
                  float *c, ptrdiff_t ldc, bool add)
 {
-    for (int j = 0; j < n; j += 4 * VL) {
-        const int nv = (n - j) / VL < 4 ? (n - j) / VL : 4, full = nv >= 3 ? 6 : 12;
+    for (int j = 0; j < n; j += NVMAX * VL) {
+        const int nv = (n - j) / VL < NVMAX ? (n - j) / VL : NVMAX, full = 2 * nv > NVMAX ? 6 : 12;
         for (int r = 0; r < rows;) {
             /* Groups of `full` rows, then what is left (even) in one group of 2 to 10. */
             const int R = rows - r >= full ? full : rows - r;
@@ -79,9 +94,12 @@ static void gemm(int rows, int n, int K, const float *a, ptrdiff_t ars, ptrdiff_
 #define SHAPE(RR, NN)                                                                                                  \
     case RR * 8 + NN: kernel(RR, NN, K, ar, ars, aks, b + j, ldb, cr, ldc, add); break;
                 /* clang-format off */
+#if NVMAX == 4
                 SHAPE(6, 4) SHAPE(4, 4) SHAPE(2, 4)
                 SHAPE(6, 3) SHAPE(4, 3) SHAPE(2, 3)
-                SHAPE(12, 2) SHAPE(10, 2) SHAPE(8, 2) SHAPE(6, 2) SHAPE(4, 2) SHAPE(2, 2)
+                SHAPE(12, 2) SHAPE(10, 2) SHAPE(8, 2)
+#endif
+                SHAPE(6, 2) SHAPE(4, 2) SHAPE(2, 2)
                 SHAPE(12, 1) SHAPE(10, 1) SHAPE(8, 1) SHAPE(6, 1) SHAPE(4, 1) SHAPE(2, 1)
                 /* clang-format on */
 #undef SHAPE
@@ -520,13 +538,14 @@ static void im2col_bwd(float *dw, float *db, float *dx, const float *dy, const f
 /* ---- a single input channel, 5x5: direct ----
  *
  * With one input channel (the cnn's conv1) im2col + GEMM is a poor fit: K = 25, and the column matrix is 25
- * times the image, copied and then packed again by OpenBLAS. Directly, a row of DR outputs by 32 output
- * channels is 2 DR accumulators, each kernel tap one broadcast input per output and two weight vectors. The
- * weight gradient sums, per kernel row, 5 taps x 32 channels in registers over an image, then adds that to dw
+ * times the image, copied and then packed again by OpenBLAS. Directly, a row of DR outputs by two vectors of
+ * output channels is 2 DR accumulators, each kernel tap one broadcast input per output and two weight vectors.
+ * The weight gradient sums, per kernel row, 5 taps x 2 vectors in registers over an image, then adds to dw
  * (a sum in two levels, so its rounding grows with the pixels of an image, not of the batch). The input
  * gradient, which a first layer does not need, is left to the im2col path. */
 
-enum { DR = 14, DK = 5 }; /* outputs per register block (2 DR + 2 of 32 registers); the kernel size taken */
+/* Outputs per register block (2 DR + 2 registers of REGS); the kernel size taken. */
+enum { DR = REGS == 32 ? 14 : 6, DK = 5 };
 
 static bool use_direct(const mm_conv_geom *g, int oc) { return g->c == 1 && g->k == DK && oc % (2 * VL) == 0; }
 
