@@ -486,6 +486,7 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         return MM_ERR_INVALID;
     s->workload = (uint8_t)wl;
     s->partition = (uint8_t)part;
+    if (wl != MM_SIM_WL_SURROGATE && !get(l, root, "", "clip")) s->clip = true; /* node/'s default */
     s->eval_time = eval_ms / 1e3;
     if (s->loss >= 1) return fail(l, get(l, root, "", "loss"), "key 'loss': must be below 1");
     if (s->k % 2) return fail(l, get(l, root, "", "k"), "key 'k': must be even");

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "gossip.h"
 #include "mm_error.h"
 #include "scenario.h"
 
@@ -69,6 +70,11 @@ typedef struct {
     double (*evaluate)(void *ctx, uint32_t i, double *loss);
     /* A state sync replaced node i's parameters: restart its optimizer's momentum. */
     void (*synced)(void *ctx, uint32_t i);
+    /* Examples node i has trained on, lent with its snapshots (node/ weights merges by them). */
+    uint64_t (*samples)(void *ctx, uint32_t i);
+    /* The model's tensors (the cores clip per tensor); ntensors 0: one. */
+    const mm_gossip_tensor *tensors;
+    uint32_t ntensors;
 } mm_sim_workload;
 
 typedef struct {

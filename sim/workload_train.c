@@ -12,6 +12,7 @@ struct mm_sim_train {
     uint32_t n, epochs, average_every;
     mm_dataset train, eval; /* views of the caller's datasets (their first examples) */
     mm_trainer *t;
+    mm_gossip_tensor tensors[MM_LAYOUT_MAX];
 };
 
 static float *wl_params(void *ctx, uint32_t i)
@@ -44,6 +45,12 @@ static double wl_evaluate(void *ctx, uint32_t i, double *loss)
 {
     mm_sim_train *w = ctx;
     return mm_trainer_evaluate(&w->t[i], &w->eval, loss);
+}
+
+static uint64_t wl_samples(void *ctx, uint32_t i)
+{
+    mm_sim_train *w = ctx;
+    return w->t[i].samples;
 }
 
 /* As node/ after a state sync: the network's parameters, momentum restarted. */
@@ -106,8 +113,11 @@ int mm_sim_train_new(mm_scenario *s, const mm_dataset *train, const mm_dataset *
         return mm_error_set(err, MM_ERR_INVALID, "model too large");
     }
     s->dim = (uint32_t)w->t[0].model->layout.total;
+    const mm_layout *lay = &w->t[0].model->layout;
+    for (uint32_t k = 0; k < lay->n; k++) w->tensors[k] = (mm_gossip_tensor){lay->t[k].offset, lay->t[k].count};
     w->wl = (mm_sim_workload){.ctx = w, .dim = s->dim, .params = wl_params, .step = wl_step,
-                              .evaluate = wl_evaluate, .synced = wl_synced};
+                              .evaluate = wl_evaluate, .synced = wl_synced, .samples = wl_samples,
+                              .tensors = w->tensors, .ntensors = lay->n};
     *out = w;
     return 0;
 }

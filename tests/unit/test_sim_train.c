@@ -158,6 +158,8 @@ static void test_train_scenario_checks(void **state)
     assert_int_equal(l.v[1].average_every, 50);
     assert_int_equal(l.v[0].partition, 1);
     assert_true(l.v[0].skew == 0.8);
+    assert_true(l.v[0].clip); /* node/'s default for a training workload */
+    assert_true(l.v[0].join_sync);
     mm_sim_result r;
     assert_int_not_equal(mm_sim_run(&l.v[0], NULL, &r, &err), 0);
     assert_non_null(strstr(err.msg, "trainers"));
