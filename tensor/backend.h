@@ -74,6 +74,17 @@ typedef struct {
                      const mm_conv_geom *g, int oc, float *scratch);
     void (*conv_bwd)(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x, const float *w,
                      const mm_conv_geom *g, int oc, float *scratch);
+    /* Optional, both or neither (NULL: the model runs a linear layer as gemm, bias_act, col_sum and relu_bwd):
+     * a whole fully connected layer, w[in,out].
+     * linear_fwd: y[rows,out] = x[rows,in] w + bias[out], then ReLU if relu.
+     * linear_bwd: from dy[rows,out], the gradient at the layer's output (its ReLU's backward already applied),
+     *   dw[in,out] = x^T dy, db[out] = column sums of dy and, unless dx is NULL, dx[rows,in] = dy w^T, times
+     *   (x > 0) if mask (x being a ReLU's output: that ReLU's backward, which the caller then skips); all
+     *   overwritten. */
+    void (*linear_fwd)(mm_backend *be, float *y, const float *x, const float *w, const float *bias, int rows, int in,
+                       int out, bool relu);
+    void (*linear_bwd)(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x,
+                       const float *w, int rows, int in, int out, bool mask);
     /* 2x2, stride 2: y[n,h/2,w/2,c] = max of x[n,h,w,c]; arg[i] = index into x of y[i]'s max. */
     void (*maxpool_fwd)(mm_backend *be, float *y, uint32_t *arg, const float *x, int n, int h, int w, int c);
     /* dx[n,h,w,c] = 0 except dx[arg[i]] = dy[i]. */

@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "conv_cpu.h"
+#include "linear_cpu.h"
 
 /* Not declared by every cblas.h. */
 extern void openblas_set_num_threads(int num_threads);
@@ -110,6 +111,20 @@ static void cpu_conv_bwd(mm_backend *be, float *dw, float *db, float *dx, const 
 {
     (void)be;
     mm_cpu_conv_bwd(dw, db, dx, dy, x, w, g, oc, scratch);
+}
+
+static void cpu_linear_fwd(mm_backend *be, float *y, const float *x, const float *w, const float *bias, int rows,
+                           int in, int out, bool relu)
+{
+    (void)be;
+    mm_cpu_linear_fwd(y, x, w, bias, rows, in, out, relu);
+}
+
+static void cpu_linear_bwd(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x,
+                           const float *w, int rows, int in, int out, bool mask)
+{
+    (void)be;
+    mm_cpu_linear_bwd(dw, db, dx, dy, x, w, rows, in, out, mask);
 }
 
 static void cpu_maxpool_fwd(mm_backend *be, float *restrict y, uint32_t *restrict arg, const float *restrict x, int n,
@@ -255,6 +270,8 @@ static const mm_backend_ops cpu_ops = {
     .conv_scratch = cpu_conv_scratch,
     .conv_fwd = cpu_conv_fwd,
     .conv_bwd = cpu_conv_bwd,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
     .maxpool_fwd = cpu_maxpool_fwd,
     .maxpool_bwd = cpu_maxpool_bwd,
     .softmax_xent = cpu_softmax_xent,

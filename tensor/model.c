@@ -224,6 +224,10 @@ const float *mm_model_forward(mm_model *m, int n)
         const float *b = l->b >= 0 ? m->params + m->layout.t[l->b].offset : NULL;
         switch (l->kind) {
         case MM_LAYER_LINEAR:
+            if (be->ops->linear_fwd) {
+                be->ops->linear_fwd(be, l->out, in, W, b, n, l->in_c, l->out_c, l->relu);
+                break;
+            }
             be->ops->gemm(be, false, false, n, l->out_c, l->in_c, 1.0f, in, l->in_c, W, l->out_c, 0.0f, l->out,
                           l->out_c);
             be->ops->bias_act(be, l->out, b, n, l->out_c, l->relu);
@@ -261,12 +265,19 @@ void mm_model_backward(mm_model *m, int n)
         float *din = i > 0 ? m->layers[i - 1].dout : NULL; /* no input gradient for the first layer */
         /* A ReLU that a maxpool follows is applied to the pooled gradient instead (see the maxpool case). */
         const bool pooled = i + 1 < m->nlayers && m->layers[i + 1].kind == MM_LAYER_MAXPOOL;
-        if (l->relu && !pooled) be->ops->relu_bwd(be, l->dout, l->out, (size_t)n * l->out_size);
+        /* A fused linear layer above applied it already, as it computed this gradient (linear_bwd's mask). */
+        const bool masked = i + 1 < m->nlayers && m->layers[i + 1].kind == MM_LAYER_LINEAR && be->ops->linear_bwd;
+        if (l->relu && !pooled && !masked) be->ops->relu_bwd(be, l->dout, l->out, (size_t)n * l->out_size);
         const float *W = l->w >= 0 ? m->params + m->layout.t[l->w].offset : NULL;
         float *dW = l->w >= 0 ? m->grads + m->layout.t[l->w].offset : NULL;
         float *db = l->b >= 0 ? m->grads + m->layout.t[l->b].offset : NULL;
         switch (l->kind) {
         case MM_LAYER_LINEAR:
+            if (be->ops->linear_bwd) {
+                be->ops->linear_bwd(be, dW, db, din, l->dout, in, W, n, l->in_c, l->out_c,
+                                    i > 0 && m->layers[i - 1].relu);
+                break;
+            }
             /* dW[in,out] = in^T dout; db = column sums; din[n,in] = dout W^T */
             be->ops->gemm(be, true, false, l->in_c, l->out_c, n, 1.0f, in, l->in_c, l->dout, l->out_c, 0.0f, dW,
                           l->out_c);

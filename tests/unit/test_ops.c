@@ -486,6 +486,86 @@ static void test_conv(void **state)
 
 /* ---- maxpool ---- */
 
+/* ---- fused linear layer ----
+ *
+ * linear_fwd and linear_bwd against double precision, on shapes that take the CPU backend's own GEMM (out of
+ * at least two vectors: panels of 64 columns and a partial last vector, odd row counts for every row-group
+ * remainder, K past one packed block) and OpenBLAS (out = 10). Tolerance as for gemm, relative to the
+ * magnitudes summed. */
+static void linear_case(mm_rng *r, int rows, int in, int out, bool relu, bool mask)
+{
+    const size_t nx = (size_t)rows * in, nw = (size_t)in * out, ny = (size_t)rows * out;
+    float *x = falloc(nx), *w = falloc(nw), *bias = falloc(out), *y = falloc(ny), *dy = falloc(ny), *dx = falloc(nx),
+          *dw = falloc(nw), *db = falloc(out);
+    fill_uniform(r, x, nx, -1.0, 1.0);
+    fill_uniform(r, w, nw, -1.0, 1.0);
+    fill_uniform(r, bias, out, -1.0, 1.0);
+    fill_uniform(r, dy, ny, -1.0, 1.0);
+    double *yref = dalloc(ny), *ymag = dalloc(ny), *dxref = dalloc(nx), *dxmag = dalloc(nx), *dwref = dalloc(nw),
+           *dwmag = dalloc(nw), *dbref = dalloc(out), *dbmag = dalloc(out);
+    for (int i = 0; i < rows; i++)
+        for (int o = 0; o < out; o++) {
+            const size_t yi = (size_t)i * out + o;
+            double s = (double)bias[o], m = fabs((double)bias[o]);
+            dbref[o] += (double)dy[yi];
+            dbmag[o] += fabs((double)dy[yi]);
+            for (int k = 0; k < in; k++) {
+                const size_t xi = (size_t)i * in + k, wi = (size_t)k * out + o;
+                s += (double)x[xi] * (double)w[wi];
+                m += fabs((double)x[xi] * (double)w[wi]);
+                dxref[xi] += (double)dy[yi] * (double)w[wi];
+                dxmag[xi] += fabs((double)dy[yi] * (double)w[wi]);
+                dwref[wi] += (double)x[xi] * (double)dy[yi];
+                dwmag[wi] += fabs((double)x[xi] * (double)dy[yi]);
+            }
+            yref[yi] = relu && !(s > 0.0) ? 0.0 : s;
+            ymag[yi] = m;
+        }
+    if (mask)
+        for (size_t i = 0; i < nx; i++)
+            if (!(x[i] > 0.0f)) dxref[i] = dxmag[i] = 0.0;
+    char what[96];
+    snprintf(what, sizeof what, "linear rows=%d in=%d out=%d relu=%d mask=%d", rows, in, out, relu, mask);
+    be.ops->fill(&be, y, ny, 777.0f);
+    be.ops->linear_fwd(&be, y, x, w, bias, rows, in, out, relu);
+    check_close(what, y, yref, ymag, ny, 1e-5, 1e-7);
+    be.ops->fill(&be, dx, nx, -555.0f);
+    be.ops->fill(&be, dw, nw, 333.0f);
+    be.ops->fill(&be, db, out, 444.0f);
+    be.ops->linear_bwd(&be, dw, db, dx, dy, x, w, rows, in, out, mask);
+    check_close("linear_bwd dx", dx, dxref, dxmag, nx, 1e-5, 1e-7);
+    check_close("linear_bwd dw", dw, dwref, dwmag, nw, 1e-5, 1e-7);
+    check_close("linear_bwd db", db, dbref, dbmag, (size_t)out, 1e-5, 1e-7);
+    be.ops->fill(&be, dw, nw, 333.0f);
+    be.ops->linear_bwd(&be, dw, db, NULL, dy, x, w, rows, in, out, mask); /* a first layer: no dx */
+    check_close("linear_bwd dw without dx", dw, dwref, dwmag, nw, 1e-5, 1e-7);
+    double *bufs[] = {yref, ymag, dxref, dxmag, dwref, dwmag, dbref, dbmag};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    float *fbufs[] = {x, w, bias, y, dy, dx, dw, db};
+    for (size_t i = 0; i < sizeof fbufs / sizeof fbufs[0]; i++) release(fbufs[i]);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    assert_non_null(be.ops->linear_fwd);
+    assert_non_null(be.ops->linear_bwd);
+    mm_rng r;
+    mm_rng_seed(&r, 7);
+    static const int cs[][3] = {
+        {128, 784, 512}, /* the mlp's layers */
+        {128, 512, 256},
+        {128, 256, 10},
+        {37, 300, 40},   /* a partial vector (40 = 2 x 16 + 8), K past one block, 6 x 6 + 1 rows */
+        {13, 64, 70},    /* two panels, the second of 6 columns; 12 + 1 rows */
+        {5, 33, 100},    /* 5 rows: a group smaller than one full */
+        {1, 3, 17},
+        {4, 20, 10},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        for (int v = 0; v < 4; v++) linear_case(&r, cs[i][0], cs[i][1], cs[i][2], v & 1, v & 2);
+}
+
 static void maxpool_case(mm_rng *r, int n, int h, int w, int c)
 {
     const int oh = h / 2, ow = w / 2;
@@ -898,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_im2col_col2im),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_linear),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_sgd_hand),
