@@ -164,6 +164,12 @@ int mm_cmd_sim(int argc, char **argv)
     for (size_t i = 0; i < runs.n && rc == 0; i++) {
         mm_scenario *s = &runs.v[i];
         if (seed_s && strcmp(s->sweep_key, "seed") != 0) s->seed = seed;
+        if (campaign && s->workload != MM_SIM_WL_SURROGATE) {
+            fprintf(stderr, "murmur sim: --campaign: run %zu '%s' trains a model; campaigns run the surrogate\n", i,
+                    s->name);
+            rc = MM_EXIT_USAGE;
+            break;
+        }
         if (campaign || s->campaign) { /* --seed S with a file's campaign: replay seed S alone */
             uint64_t count = campaign ? campaign : seed_s ? 1 : s->campaign;
             rc = run_campaign(s, file, !campaign, s->seed, count, out, quiet, trace ? stderr : NULL);

@@ -520,6 +520,8 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
                             "key 'workload': training needs step_ms > 0 (the virtual time of a step) in every region");
         if (s->nodes > 1000)
             return fail(l, get(l, root, "", "nodes"), "key 'nodes': a training workload runs at most 1000 nodes");
+        if (s->campaign)
+            return fail(l, get(l, root, "", "campaign"), "key 'campaign': fault campaigns run the surrogate, not training");
     }
     return 0;
 }

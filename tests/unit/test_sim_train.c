@@ -142,6 +142,7 @@ static void test_train_scenario_checks(void **state)
         "workload: mlp\nstep_ms: 10\npartition: dirichlet\n", /* unknown */
         "workload: mlp\nstep_ms: 10\nskew: 0\n",            /* out of range */
         "workload: mlp\nstep_ms: 10\nnodes: 1001\n",        /* too many trainers */
+        "workload: mlp\nstep_ms: 10\ncampaign: 3\n",        /* campaigns run the surrogate */
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         mm_scenario_list l = {0};
