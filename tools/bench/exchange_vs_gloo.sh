@@ -21,6 +21,9 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--sizes 1,16,100] [--rounds R]" >&2; exit 2 ;;
     esac
 done
+if [ ! -f "$shared/bench/torch_gloo.py" ]; then
+    echo "exchange_vs_gloo.sh: no peer benchmarks in $shared/bench (set MM_SHARED)" >&2; exit 1
+fi
 murmur="$root/build/murmur"
 if [ ! -x "$murmur" ]; then
     cmake -S "$root" -B "$root/build" >&2
