@@ -253,6 +253,37 @@ s_restart() {
     reason="A: step $s1 -> $s2 while B was dead"
 }
 
+# 9. A peer that stops reading (SIGSTOP: SECURITY.md L4 with real processes): A's exchange with
+#    it fails (progress rule or deadline), A's memory stays bounded, A trains on and finishes.
+s_stalled_peer() {
+    local a pa pb s1 s2 mark rss1 rss2
+    node c9a --model mlp --epochs 2 --shard 0/2 --throttle 8 --quiet "${K1[@]}"
+    pa=$spawned
+    a="$(addr_of "$tmp/c9a")" || why "A wrote no status.json with its address" || return 1
+    node c9b --model mlp --epochs 3 --shard 1/2 --throttle 8 --quiet --bootstrap "$a" "${K1[@]}"
+    pb=$spawned
+    wait_until 60 has_ok_exchange "$tmp/c9a.jsonl" || why "A made no successful exchange with B" || return 1
+    exited "$pa" && why "A finished before B was stopped: make A's run longer" && return 1
+    mark="$(wc -l <"$tmp/c9a.jsonl")"
+    kill -STOP "$pb"
+    rss1="$(awk '/^VmRSS/ {print $2}' "/proc/$pa/status")"
+    s1="$(step_of "$tmp/c9a")"
+    wait_until 60 after_line "$tmp/c9a.jsonl" "$mark" '"event":"(exchange",.*"ok":false|peer_down")' ||
+        { kill -CONT "$pb"; why "A logged no failed exchange or peer_down within 60 s of B stopping"; return 1; }
+    s2="$(step_of "$tmp/c9a")"
+    rss2="$(awk '/^VmRSS/ {print $2}' "/proc/$pa/status")"
+    kill -KILL "$pb"
+    kill -CONT "$pb" 2>/dev/null
+    reap "$pb" 10
+    [ -n "$s1" ] && [ -n "$s2" ] && [ "$s2" -gt "$s1" ] ||
+        why "A's step did not increase while B was stopped ($s1 -> $s2)" || return 1
+    [ -n "$rss1" ] && [ -n "$rss2" ] && [ $((rss2 - rss1)) -lt 65536 ] ||
+        why "A's RSS grew from ${rss1:-?} to ${rss2:-?} KiB while B was stopped" || return 1
+    reap "$pa" 120
+    [ "$rc" = 0 ] || why "A exited with status $rc" || return 1
+    reason="A: step $s1 -> $s2, RSS $rss1 -> $rss2 KiB while B was stopped"
+}
+
 # 3. Wrong network key: both sides show the refusal; B gives up with a clear message.
 s_wrong_key() {
     local a pa pb
@@ -371,6 +402,7 @@ scenario "5 late joiner syncs first" s_late_join
 scenario "6 graceful SIGTERM" s_sigterm
 scenario "7 corrupt checkpoint refused" s_corrupt
 scenario "8 key file mode 0644 refused" s_key_mode
+scenario "9 a peer that stops reading" s_stalled_peer
 
 echo "$passed passed, $failed failed, $((SECONDS - t_script)) s"
 [ "$failed" = 0 ]
