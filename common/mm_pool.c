@@ -16,9 +16,9 @@ struct mm_pool {
     void (*fn)(void *arg, uint32_t i);
     void *arg;
     uint32_t n;
-    atomic_uint next;    /* next index to take */
-    uint32_t finished;   /* calls returned, under mu */
-    int busy;            /* workers inside the batch, under mu */
+    atomic_uint next;  /* next index to take */
+    uint32_t finished; /* calls returned, under mu */
+    int busy;          /* workers inside the batch, under mu */
 };
 
 /* Take indices until none is left; returns how many calls this thread made. */

@@ -58,7 +58,8 @@ static int reap(pid_t pid, double timeout)
         }
         if (r < 0) break;
         if (mm_now_s() > end) {
-            if (timeout > 0) fprintf(stderr, "murmur exchange-bench: the serving node did not exit in %.0f s\n", timeout);
+            if (timeout > 0)
+                fprintf(stderr, "murmur exchange-bench: the serving node did not exit in %.0f s\n", timeout);
             break;
         }
         struct timespec ts = {0, 20000000};
@@ -79,8 +80,10 @@ int mm_cmd_xbench(int argc, char **argv)
     const mm_cli_opt opts[] = {
         {"params", MM_OPT_U64, &params, "N", "floats in the vector (default 1048576)", 1, 4294967296.0, NULL},
         {"rounds", MM_OPT_INT, &rounds, "R", "timed exchanges, after one warm-up (default 5)", 1, 64, NULL},
-        {"encoding", MM_OPT_CHOICE, &encoding, "f32|f16|bf16|q8", "encoding on the wire (default f32)", 0, 0, enc_choices},
-        {"crypto-threads", MM_OPT_INT, &crypto_threads, "T", "extra threads per node sealing outgoing frames (default 0)", 0, 64, NULL},
+        {"encoding", MM_OPT_CHOICE, &encoding, "f32|f16|bf16|q8", "encoding on the wire (default f32)", 0, 0,
+         enc_choices},
+        {"crypto-threads", MM_OPT_INT, &crypto_threads, "T",
+         "extra threads per node sealing outgoing frames (default 0)", 0, 64, NULL},
         {"verbose", MM_OPT_FLAG, &verbose, NULL, "the nodes' log lines on stderr", 0, 0, NULL},
     };
     mm_cli cli = {.command = "exchange-bench",

@@ -22,10 +22,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void fixed_key(uint8_t sk[32], uint8_t fill)
-{
-    memset(sk, fill, 32);
-}
+static void fixed_key(uint8_t sk[32], uint8_t fill) { memset(sk, fill, 32); }
 
 /* Apply the edit to msg (length *len, capacity MM_HS_MAX_MSG); returns
  * whether the message changed. */
