@@ -568,6 +568,29 @@ static void test_replayed_msg1(void **state)
     }
     assert_false(sent);
     assert_true(closed);
+    mm_gossip_closed(net.nodes[1].g, c2nd, net.now + MM_SEC(1));
+    /* After MM_HS_REPLAY_WINDOW the cache has forgotten it: the responder
+     * answers again, but no one holds the ephemeral secret to finish the
+     * handshake, so it ends at the handshake deadline, with no session. */
+    net.now += MM_HS_REPLAY_WINDOW + MM_SEC(2);
+    mm_gossip_tick(net.nodes[1].g, net.now);
+    while (mm_gossip_next(net.nodes[1].g, &a))
+        if (a.kind == MM_ACT_CLOSE) mm_gossip_closed(net.nodes[1].g, a.conn, net.now);
+    mm_conn_id c3rd = raw_accept(&net, 1);
+    assert_true(c3rd != 0);
+    mm_gossip_received(net.nodes[1].g, c3rd, msg1, len, net.now);
+    answered = false;
+    while (mm_gossip_next(net.nodes[1].g, &a)) answered |= a.kind == MM_ACT_SEND && a.conn == c3rd;
+    assert_true(answered);
+    net.now += MM_HS_DEADLINE + MM_SEC(1);
+    mm_gossip_tick(net.nodes[1].g, net.now);
+    closed = false;
+    while (mm_gossip_next(net.nodes[1].g, &a)) closed |= a.kind == MM_ACT_CLOSE && a.conn == c3rd;
+    assert_true(closed);
+    mm_gossip_stats st;
+    mm_gossip_get_stats(net.nodes[1].g, &st);
+    assert_int_equal(st.sessions, 0);
+    assert_int_equal(st.handshakes_ok, 0);
     h_free_net(&net);
 }
 
