@@ -87,6 +87,7 @@ typedef struct netnode {
     struct {
         bool running, logged;
         int done;       /* rounds finished, the warm-up included */
+        int failed;     /* rounds that failed (the benchmark gives up after a few) */
         double t0, secs[64];
         uint64_t bytes_out;
     } bench;
@@ -722,8 +723,14 @@ static void bench_next(netnode *n)
         stop_trainer(n);
         return;
     }
-    if (n->bench.logged) { /* a failed round: the next tick tries again */
+    if (n->bench.logged) { /* a failed round: the next tick tries again, a few times */
         n->bench.logged = false;
+        if (++n->bench.failed >= 5) {
+            fprintf(stderr, "murmur exchange-bench: %d exchanges failed; giving up (--verbose says why)\n",
+                    n->bench.failed);
+            n->exit_code = 1;
+            stop_trainer(n);
+        }
         return;
     }
     mm_gossip_get_stats(n->g, &n->st);
