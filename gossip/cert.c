@@ -4,17 +4,7 @@
 #include <sodium.h>
 #include <string.h>
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
+#include "bytes.h"
 
 void mm_cert_network_id(const uint8_t owner_pk[32], uint8_t network_id[32])
 {
@@ -33,9 +23,9 @@ static void encode_fields(const mm_cert *c, uint8_t *out)
     out[3] = (uint8_t)(c->rsv >> 8);
     memcpy(out + 4, c->network_id, 32);
     memcpy(out + 36, c->member_pk, 32);
-    put_le64(out + 68, c->not_before);
-    put_le64(out + 76, c->not_after);
-    put_le64(out + 84, c->serial);
+    mm_put_le64(out + 68, c->not_before);
+    mm_put_le64(out + 76, c->not_after);
+    mm_put_le64(out + 84, c->serial);
 }
 
 void mm_cert_encode(const mm_cert *c, uint8_t out[MM_CERT_BYTES])
@@ -51,9 +41,9 @@ mm_cert_status mm_cert_decode(mm_cert *c, const uint8_t in[MM_CERT_BYTES])
     c->rsv = (uint16_t)(in[2] | in[3] << 8);
     memcpy(c->network_id, in + 4, 32);
     memcpy(c->member_pk, in + 36, 32);
-    c->not_before = get_le64(in + 68);
-    c->not_after = get_le64(in + 76);
-    c->serial = get_le64(in + 84);
+    c->not_before = mm_get_le64(in + 68);
+    c->not_after = mm_get_le64(in + 76);
+    c->serial = mm_get_le64(in + 84);
     memcpy(c->sig, in + MM_CERT_SIGNED, MM_SIG_BYTES);
     return c->ver == MM_CERT_VERSION && c->flags == 0 && c->rsv == 0 ? MM_CERT_OK : MM_CERT_MALFORMED;
 }
@@ -125,7 +115,7 @@ size_t mm_revlist_message(const mm_revlist *l, const uint8_t network_id[32], uin
     k += 16;
     memcpy(m + k, network_id, 32);
     k += 32;
-    put_le64(m + k, l->version);
+    mm_put_le64(m + k, l->version);
     k += 8;
     for (int i = 0; i < 4; i++) m[k++] = (uint8_t)(n >> (8 * i));
     for (uint32_t i = 0; i < n; i++) {
@@ -135,7 +125,7 @@ size_t mm_revlist_message(const mm_revlist *l, const uint8_t network_id[32], uin
             memcpy(m + k, e->key, 32);
             k += 32;
         } else {
-            put_le64(m + k, e->serial);
+            mm_put_le64(m + k, e->serial);
             k += 8;
         }
     }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cert.h"
+#include "bytes.h"
 #include "encode.h"
 #include "noise.h"
 #include "record.h"
@@ -205,18 +206,6 @@ static uint64_t rand_u64(mm_gossip *g)
 }
 
 static uint32_t rand_below(mm_gossip *g, uint32_t n) { return n ? (uint32_t)(rand_u64(g) % n) : 0; }
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
 
 static void hex8(const uint8_t *id, char out[17]) { sodium_bin2hex(out, 17, id, 8); }
 
@@ -600,7 +589,7 @@ static size_t rec_message(const mm_gossip *g, const mm_addr_rec *r, bool leave, 
     memcpy(out, dom, n);
     memcpy(out + n, g->network_id, 32);
     memcpy(out + n + 32, r->id, MM_ID_BYTES);
-    put_le64(out + n + 64, r->seq);
+    mm_put_le64(out + n + 64, r->seq);
     out[n + 72] = (uint8_t)alen;
     memcpy(out + n + 73, r->addr, alen);
     return n + 73 + alen;
@@ -1329,7 +1318,7 @@ static size_t binding_message(const mm_gossip *g, const uint8_t *static_pub, uin
     memcpy(m, dom, 16);
     memcpy(m + 16, g->network_id, 32);
     memcpy(m + 48, static_pub, 32);
-    put_le64(m + 80, not_after);
+    mm_put_le64(m + 80, not_after);
     return 88;
 }
 
@@ -1354,7 +1343,7 @@ static size_t make_payload(mm_gossip *g, uint8_t *p, uint64_t now)
     make_binding(g, now);
     memcpy(p, g->id, 32);
     memcpy(p + 32, g->binding_sig, 64);
-    put_le64(p + 96, g->binding_not_after);
+    mm_put_le64(p + 96, g->binding_not_after);
     p[104] = g->aes_ok ? 1 : 0;
     if (!g->cfg.certs) return HS_PAYLOAD_LEN;
     memcpy(p + HS_PAYLOAD_LEN, g->cfg.cert, MM_CERT_BYTES);
@@ -1413,13 +1402,13 @@ static bool check_payload(mm_gossip *g, conn *c, const uint8_t *p, size_t len, u
     }
     const uint8_t *rs = mm_noise_remote_static(c->hs);
     uint8_t m[88];
-    size_t n = binding_message(g, rs, get_le64(p + 96), m);
+    size_t n = binding_message(g, rs, mm_get_le64(p + 96), m);
     if (!rs || !sig_ok(g, p + 32, m, n, p)) {
         fail_conn(g, c, 0, "the peer's static key is not bound to its identity in this network");
         return false;
     }
     int64_t w = wall_s(g, now);
-    uint64_t not_after = get_le64(p + 96);
+    uint64_t not_after = mm_get_le64(p + 96);
     if (not_after == 0 || (not_after <= (uint64_t)INT64_MAX - MM_CLOCK_SKEW_S && (int64_t)not_after + MM_CLOCK_SKEW_S <= w)) {
         fail_conn(g, c, 0, "the peer's static-key binding expired");
         return false;
@@ -1507,7 +1496,7 @@ static void establish(mm_gossip *g, conn *c, uint64_t now)
 static bool replay_seen(mm_gossip *g, const uint8_t *e, uint64_t now, bool insert)
 {
     /* Keyed by the first bytes of the ephemeral (random, so a fine hash). */
-    uint32_t slot = (uint32_t)(get_le64(e) % REPLAY_SLOTS);
+    uint32_t slot = (uint32_t)(mm_get_le64(e) % REPLAY_SLOTS);
     struct replay_entry *r = NULL;
     for (uint32_t i = 0; i < g->nreplay && !r; i++)
         if (g->replay[i].slot == slot) r = &g->replay[i];
@@ -2457,7 +2446,7 @@ static uint64_t source_key(const mm_gossip *g, const char *from)
     if (colon && strncmp(from, "127.", 4) != 0) n = (size_t)(colon - from);
     uint8_t h[crypto_shorthash_BYTES];
     crypto_shorthash(h, (const uint8_t *)from, n, g->source_k);
-    uint64_t k = get_le64(h);
+    uint64_t k = mm_get_le64(h);
     return k ? k : 1;
 }
 
