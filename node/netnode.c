@@ -715,6 +715,7 @@ static void bench_next(netnode *n)
     if (n->bench.running) {
         if (!n->bench.logged || n->pending_merges > 0) return;
         n->bench.running = false;
+        n->bench.logged = false; /* a success, not a failure to retry */
         if (n->bench.done > 0 && n->bench.done <= 64) n->bench.secs[n->bench.done - 1] = mm_now_s() - n->bench.t0;
         n->bench.done++;
     }

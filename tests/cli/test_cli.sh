@@ -90,7 +90,7 @@ expect 2 -- train --solo --lr -1
 expect 2 -- train --solo --shard 3/2
 expect_err 1 "expected cpu, cuda:N or auto" -- train --solo --device tpu --bench-batches 1
 expect_err 2 "out of range" -- exchange-bench --rounds 0
-expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 2 --encoding q8
+expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 6 --encoding q8
 # --device auto: the GPU where there is one, else the CPU with a message saying why
 checks=$((checks + 1))
 run train --solo --device auto --bench-batches 2 --bench-reps 1 --quiet
