@@ -4,6 +4,7 @@
  * output; peers, scores and the view; exchanges; the handshake; frames and
  * control messages; timers; the public entry points. Nothing here reads a
  * clock, touches a socket or a file, or draws from a global random source. */
+#include "addr.h"
 #include "gossip.h"
 
 #include <math.h>
@@ -36,7 +37,7 @@ typedef struct {
     int state;
     uint64_t suspect_since, next_probe;
     mm_conn_id conn; /* open session, or 0 */
-    long pfx;        /* prefix24(rec.addr), kept with rec */
+    uint64_t pfx;    /* mm_addr_prefix(rec.addr), kept with rec (0: none) */
 } peer;
 
 typedef struct {
@@ -93,6 +94,7 @@ typedef struct {
     bool outbound, expect_known, authed, hello_sent, hello_ok, closing, graceful;
     char addr[MM_ADDR_MAX];
     uint64_t source;    /* inbound: source_key(addr), for the per-address limits */
+    uint64_t pfx;       /* mm_addr_prefix(addr): the /24 or /48 (0: none), for the per-prefix cap */
     uint64_t established; /* when the handshake completed (MM_SESSION_LIFETIME) */
     uint8_t expect_id[MM_ID_BYTES];
     uint8_t peer_id[MM_ID_BYTES];
@@ -139,7 +141,7 @@ struct mm_gossip {
     uint64_t binding_not_after; /* unix s; the binding is made again when half of its life is left */
     mm_revlist *revs;           /* certs mode: the newest owner-signed revocation list, or NULL */
     struct {
-        long pfx;
+        uint64_t pfx;
         uint64_t until;
     } pfx_bans[MAX_PFX_BANS];   /* the /24s of banned identities (SECURITY.md §2.6, S2) */
     mm_addr_rec self;
@@ -312,6 +314,7 @@ static conn *new_conn(mm_gossip *g, bool outbound, const char *addr, uint64_t no
     c->state = outbound ? CONN_CONNECTING : CONN_HANDSHAKE;
     c->outbound = outbound;
     snprintf(c->addr, sizeof c->addr, "%s", addr ? addr : "");
+    c->pfx = mm_addr_prefix(c->addr);
     c->opened = c->last_rx = c->last_tx = c->last_useful = c->tokens_at = now;
     c->tokens = MM_CTRL_BURST;
     return c;
@@ -495,14 +498,12 @@ static void decay(score_entry *s, uint64_t now)
     s->at = now;
 }
 
-static long prefix24(const char *addr);
-
-/* The /24 of addr is banned until `until` (loopback never: all of a
- * machine's nodes share it). */
+/* The /24 (IPv6 /48) of addr is banned until `until` (loopback never: all
+ * of a machine's nodes share it; addr.h). */
 static void ban_prefix(mm_gossip *g, const char *addr, uint64_t until)
 {
-    long pfx = prefix24(addr);
-    if (pfx < 0 || (pfx >> 16) == 127) return;
+    uint64_t pfx = mm_addr_prefix(addr);
+    if (!pfx) return;
     int slot = -1;
     for (int i = 0; i < MAX_PFX_BANS && slot < 0; i++)
         if (g->pfx_bans[i].until && g->pfx_bans[i].pfx == pfx) slot = i;
@@ -515,15 +516,15 @@ static void ban_prefix(mm_gossip *g, const char *addr, uint64_t until)
     g->pfx_bans[slot].pfx = pfx;
     if (until > g->pfx_bans[slot].until) g->pfx_bans[slot].until = until;
     char a[64];
-    snprintf(a, sizeof a, "%ld.%ld.%ld.0/24", pfx >> 16, (pfx >> 8) & 255, pfx & 255);
+    mm_addr_prefix_text(pfx, a, sizeof a);
     logf_(g, MM_LOG_REFUSED, NULL, "address prefix %s banned with it", a);
 }
 
-/* Until when the /24 of addr is banned (0: it is not). */
+/* Until when the prefix of addr is banned (0: it is not). */
 static uint64_t prefix_banned(const mm_gossip *g, const char *addr, uint64_t now)
 {
-    long pfx = prefix24(addr);
-    if (pfx < 0) return 0;
+    uint64_t pfx = mm_addr_prefix(addr);
+    if (!pfx) return 0;
     for (int i = 0; i < MAX_PFX_BANS; i++)
         if (g->pfx_bans[i].until > now && g->pfx_bans[i].pfx == pfx) return g->pfx_bans[i].until;
     return 0;
@@ -563,14 +564,6 @@ static peer *find_peer(mm_gossip *g, const uint8_t *id)
     for (int i = 0; i < MM_VIEW_SIZE; i++)
         if (g->peers[i].used && memcmp(g->peers[i].rec.id, id, MM_ID_BYTES) == 0) return &g->peers[i];
     return NULL;
-}
-
-/* The IPv4 /24 of "a.b.c.d:port" as a number, or -1 if addr is not one. */
-static long prefix24(const char *addr)
-{
-    unsigned a, b, c, d;
-    if (sscanf(addr, "%u.%u.%u.%u:", &a, &b, &c, &d) != 4 || a > 255 || b > 255 || c > 255) return -1;
-    return (long)((a << 16) | (b << 8) | c);
 }
 
 static uint32_t view_size(const mm_gossip *g)
@@ -667,17 +660,17 @@ static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64
     if (p) {
         if (r->seq > p->rec.seq) {
             p->rec = *r;
-            p->pfx = prefix24(r->addr);
+            p->pfx = mm_addr_prefix(r->addr);
         }
         if (trusted_live) p->state = PEER_ALIVE;
         return p;
     }
-    long pfx = prefix24(r->addr);
-    if (pfx >= 0) {
-        int same = 0;
+    uint64_t pfx = mm_addr_prefix(r->addr); /* 0 on loopback: no cap there */
+    if (pfx) {
+        uint32_t same = 0;
         for (int i = 0; i < MM_VIEW_SIZE; i++)
             if (g->peers[i].used && g->peers[i].pfx == pfx) same++;
-        if (same >= MM_VIEW_PER_PREFIX && strncmp(r->addr, "127.", 4) != 0) return NULL;
+        if (same >= g->cfg.view_per_prefix) return NULL;
     }
     int slot = -1;
     for (int i = 0; i < MM_VIEW_SIZE && slot < 0; i++)
@@ -2281,6 +2274,8 @@ mm_gossip *mm_gossip_new(const mm_gossip_config *cfg, const mm_gossip_env *env, 
     if (!g) return NULL;
     memset(g, 0, sizeof *g);
     g->cfg = *cfg;
+    if (!g->cfg.view_per_prefix) g->cfg.view_per_prefix = MM_VIEW_PER_PREFIX;
+    if (!g->cfg.conns_per_prefix) g->cfg.conns_per_prefix = MM_CONNS_PER_PREFIX;
     g->env = *env;
     g->cfg.tensors = NULL;
     g->cfg.revocations = NULL;
@@ -2434,18 +2429,14 @@ int mm_gossip_request_sync(mm_gossip *g, uint64_t now)
 }
 
 /* The key of a source address for the per-address limits: a keyed hash of
- * its host part ("a.b.c.d" of "a.b.c.d:port"; everything before the last
- * ':' otherwise). On loopback (127/8) it is the whole address, port included:
- * all the nodes of one machine share 127.0.0.1 (as for the /24 cap, §6.7), so
- * there each TCP connection, with its own port, is its own source. Never 0. */
+ * its IPv4 /32 or IPv6 /64 (addr.h). On loopback it is the whole address,
+ * port included: all the nodes of one machine share 127.0.0.1 (as for the
+ * prefix caps, §6.7), so there each TCP connection is its own source. Never 0. */
 static uint64_t source_key(const mm_gossip *g, const char *from)
 {
-    if (!from) from = "";
-    size_t n = strlen(from);
-    const char *colon = strrchr(from, ':');
-    if (colon && strncmp(from, "127.", 4) != 0) n = (size_t)(colon - from);
-    uint8_t h[crypto_shorthash_BYTES];
-    crypto_shorthash(h, (const uint8_t *)from, n, g->source_k);
+    uint8_t src[65], h[crypto_shorthash_BYTES];
+    size_t n = mm_addr_source_bytes(from ? from : "", src);
+    crypto_shorthash(h, src, n, g->source_k);
     uint64_t k = mm_get_le64(h);
     return k ? k : 1;
 }
@@ -2521,11 +2512,14 @@ static const char *admission_refusal(mm_gossip *g, const char *from, uint64_t ke
         return why;
     }
     if (g->leaving) return "leaving";
-    uint32_t inbound = 0, half = 0, half_here = 0;
+    uint32_t inbound = 0, half = 0, half_here = 0, same_prefix = 0;
+    uint64_t pfx = mm_addr_prefix(from);
     conn *idlest = NULL; /* the inbound session without an exchange that was useful least recently */
     for (uint32_t i = 0; i < g->nconns; i++) {
         conn *c = g->conns[i];
-        if (!c || c->state == CONN_FREE || c->outbound || c->closing) continue; /* closing: on its way out */
+        if (!c || c->state == CONN_FREE || c->closing) continue; /* closing: on its way out */
+        same_prefix += pfx && c->pfx == pfx; /* both directions count */
+        if (c->outbound) continue;
         inbound++;
         if (c->state != CONN_OPEN) {
             half++;
@@ -2536,6 +2530,12 @@ static const char *admission_refusal(mm_gossip *g, const char *from, uint64_t ke
     }
     if (half_here >= MM_HALF_OPEN_PER_IP) return "connection refused: too many handshakes in progress from this address";
     if (half >= MM_MAX_HALF_OPEN) return "connection refused: too many handshakes in progress";
+    if (same_prefix >= g->cfg.conns_per_prefix) {
+        char p[48];
+        mm_addr_prefix_text(pfx, p, sizeof p);
+        snprintf(why, whylen, "connection refused: %u connections from %s already", same_prefix, p);
+        return why;
+    }
     bool full = inbound >= MM_MAX_CONNS - MM_OUTBOUND_RESERVE;
     if (full && !idlest) return "connection refused: inbound connections full (the rest is kept for our dials)";
     struct ip_bucket *b = source_bucket(g, key, now);

@@ -95,6 +95,12 @@ typedef struct {
      * current with mm_gossip_set_wall_offset), sim/ from its virtual time. */
     int64_t wall_offset_ns;
     uint64_t binding_lifetime; /* ns our static-key binding is valid; 0: MM_BINDING_LIFETIME */
+    /* Per-prefix caps (SECURITY.md §2.5, §2.6; gossip/addr.h): view entries
+     * and connections (both directions) per IPv4 /24 or IPv6 /48. 0: the
+     * defaults MM_VIEW_PER_PREFIX and MM_CONNS_PER_PREFIX. Raise them where
+     * many members share a prefix (one data center, one NAT). Loopback is
+     * never capped. */
+    uint32_t view_per_prefix, conns_per_prefix;
 } mm_gossip_config;
 
 typedef enum {

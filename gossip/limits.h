@@ -42,7 +42,8 @@
 #define MM_MAX_CONNS 128
 #define MM_OUTBOUND_RESERVE 32          /* of MM_MAX_CONNS, kept for our own dials (25 %) */
 #define MM_MAX_HALF_OPEN 64             /* inbound connections not yet established */
-#define MM_HALF_OPEN_PER_IP 4           /* ... from one source address (docs/protocol.md §3.3) */
+#define MM_HALF_OPEN_PER_IP 4           /* ... from one source: IPv4 /32, IPv6 /64 (docs/protocol.md §3.3) */
+#define MM_CONNS_PER_PREFIX 8           /* connections per IPv4 /24 or IPv6 /48 (config: conns_per_prefix) */
 #define MM_HS_RATE_PER_IP 20            /* accepted connections per second per source address */
 #define MM_HS_BURST_PER_IP 5            /* ... token bucket size (also the initial fill) */
 #define MM_IP_BUCKETS 1024              /* source addresses whose bucket is remembered */
@@ -81,7 +82,7 @@
 #define MM_PROBE_TIMEOUT MM_SEC(3)
 #define MM_SUSPECT_TIMEOUT MM_SEC(10)
 #define MM_ADDR_MAX 64                  /* bytes of an address string "host:port" */
-#define MM_VIEW_PER_PREFIX 2            /* view entries per IPv4 /24 */
+#define MM_VIEW_PER_PREFIX 2            /* view entries per IPv4 /24 or IPv6 /48 (config: view_per_prefix) */
 #define MM_CLIP_HISTORY 32              /* distances remembered per tensor for the adaptive bound */
 #define MM_CLIP_MIN_HISTORY 4           /* below this many, no clipping yet */
 #define MM_CLIP_REFUSE 8.0              /* distance > 8 tau on most tensors: refuse */

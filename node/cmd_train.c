@@ -127,7 +127,7 @@ int mm_cmd_train(int argc, char **argv)
         {"bench-batches", MM_OPT_INT, &a.bench_batches, "N", "measure throughput over windows of N batches, then exit", 1, 1000000, NULL},
         {"bench-reps", MM_OPT_INT, &a.bench_reps, "R", "windows for --bench-batches (default 5)", 1, 64, NULL},
         /* networked training */
-        {"listen", MM_OPT_STRING, &a.nc.listen, "HOST:PORT", "address to listen on (default 127.0.0.1:0, any free port)", 0, 0, NULL},
+        {"listen", MM_OPT_STRING, &a.nc.listen, "HOST:PORT", "address to listen on, IPV4:PORT or [IPV6]:PORT (default 127.0.0.1:0, any free port)", 0, 0, NULL},
         {"bootstrap", MM_OPT_LIST, &a.nc.bootstrap, "HOST:PORT", "join the network through this member", 0, 0, NULL},
         {"key", MM_OPT_STRING, &a.nc.key_file, "FILE", "node identity (murmur keygen); default: CHECKPOINT_DIR/identity.key", 0, 0, NULL},
         {"network-key", MM_OPT_LIST, &a.nc.netkey_files, "FILE", "the network's key (murmur netkey); default: the open network. Up to 4: the first is the primary (we dial with it), the others are also accepted (key rotation)", 0, 0, NULL},
@@ -146,6 +146,8 @@ int mm_cmd_train(int argc, char **argv)
         {"throttle", MM_OPT_FLOAT, &a.nc.throttle, "FACTOR", "run FACTOR times slower (emulates a slower machine)", 1, 1000, NULL},
         {"join-timeout", MM_OPT_FLOAT, &a.nc.join_timeout, "T", "seconds to reach a bootstrap peer (default 10)", 0.1, 3600, NULL},
         {"crypto-threads", MM_OPT_INT, &a.nc.crypto_threads, "T", "extra threads that encrypt outgoing parameters (default 0)", 0, 64, NULL},
+        {"view-per-prefix", MM_OPT_INT, &a.nc.view_per_prefix, "N", "peers kept in the view per IPv4 /24 or IPv6 /48 (default 2; raise it where many nodes share a subnet)", 1, 32, NULL},
+        {"conns-per-prefix", MM_OPT_INT, &a.nc.conns_per_prefix, "N", "connections per IPv4 /24 or IPv6 /48 (default 8; raise it behind a NAT or in one data center)", 1, 128, NULL},
     };
     mm_cli cli = {.command = "train",
                   .usage = "murmur train [--solo] [options]",

@@ -77,6 +77,7 @@ int mm_cmd_xbench(int argc, char **argv)
     const char *encoding = "f32";
     bool verbose = false;
     int crypto_threads = 0;
+    const char *listen = "127.0.0.1:0";
     const mm_cli_opt opts[] = {
         {"params", MM_OPT_U64, &params, "N", "floats in the vector (default 1048576)", 1, 4294967296.0, NULL},
         {"rounds", MM_OPT_INT, &rounds, "R", "timed exchanges, after one warm-up (default 5)", 1, 64, NULL},
@@ -84,6 +85,8 @@ int mm_cmd_xbench(int argc, char **argv)
          enc_choices},
         {"crypto-threads", MM_OPT_INT, &crypto_threads, "T",
          "extra threads per node sealing outgoing frames (default 0)", 0, 64, NULL},
+        {"listen", MM_OPT_STRING, &listen, "HOST:PORT",
+         "where both nodes listen, IPV4:PORT or [IPV6]:PORT with port 0 (default 127.0.0.1:0)", 0, 0, NULL},
         {"verbose", MM_OPT_FLAG, &verbose, NULL, "the nodes' log lines on stderr", 0, 0, NULL},
     };
     mm_cli cli = {.command = "exchange-bench",
@@ -100,7 +103,7 @@ int mm_cmd_xbench(int argc, char **argv)
     mm_node_config nc;
     memset(&nc, 0, sizeof nc);
     nc.tc.model = "vector";
-    nc.listen = "127.0.0.1:0";
+    nc.listen = listen;
     nc.encoding = encoding;
     nc.bench_params = params;
     nc.bench_rounds = rounds;

@@ -402,23 +402,51 @@ static void on_connect(uv_connect_t *req, int status)
     flush(n);
 }
 
-static int parse_addr(const char *addr, struct sockaddr_in *sa)
+/* "a.b.c.d:port", "[v6]:port" or "localhost:port" to a socket address. */
+static int parse_addr(const char *addr, struct sockaddr_storage *sa)
 {
     char host[MM_ADDR_MAX];
     const char *colon = strrchr(addr, ':');
     if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host) return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
+    const char *h = addr;
+    size_t hlen = (size_t)(colon - addr);
+    bool v6 = addr[0] == '[';
+    if (v6) { /* "[...]" right before the port's colon */
+        if (hlen < 3 || colon[-1] != ']') return -1;
+        h++, hlen -= 2;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535) return -1;
+    if (!colon[1] || *end || port < 0 || port > 65535) return -1;
+    memset(sa, 0, sizeof *sa);
+    if (v6) return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)sa);
     if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
-    return uv_ip4_addr(host, (int)port, sa);
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa);
+}
+
+/* A socket address as the core writes addresses: "a.b.c.d:port" or
+ * "[v6]:port" (an IPv4-mapped one stays in brackets; gossip/addr.h maps it). */
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char ip[48]; /* INET6_ADDRSTRLEN is 46 */
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        uv_ip6_name(a, ip, sizeof ip);
+        snprintf(out, cap, "[%s]:%d", ip, ntohs(a->sin6_port));
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        uv_ip4_name(a, ip, sizeof ip);
+        snprintf(out, cap, "%s:%d", ip, ntohs(a->sin_port));
+    } else if (cap) {
+        out[0] = '\0';
+    }
 }
 
 static void do_connect(netnode *n, mm_conn_id id, const char *addr)
 {
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     nconn *c = calloc(1, sizeof *c);
     if (!c || parse_addr(addr, &sa) != 0) {
         free(c);
@@ -459,11 +487,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char from[MM_ADDR_MAX] = "";
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {
-        char ip[32];
-        uv_ip4_name((const struct sockaddr_in *)&ss, ip, sizeof ip);
-        snprintf(from, sizeof from, "%s:%d", ip, ntohs(((const struct sockaddr_in *)&ss)->sin_port));
-    }
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) format_addr(&ss, from, sizeof from);
     c->id = mm_gossip_accepted(n->g, from, now_ns());
     if (!c->id) {
         conn_close(c);
@@ -1203,9 +1227,9 @@ int mm_node_run(const mm_node_config *cfg)
     uv_loop_init(&n->loop);
     uv_tcp_init(&n->loop, &n->listener);
     n->listener.data = n;
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     if (parse_addr(cfg->listen, &sa) != 0) {
-        fprintf(stderr, "murmur train: --listen '%s' is not HOST:PORT with an IPv4 host\n", cfg->listen);
+        fprintf(stderr, "murmur train: --listen '%s' is not IPV4:PORT or [IPV6]:PORT\n", cfg->listen);
         rc = 2;
         goto out_loop;
     }
@@ -1218,9 +1242,7 @@ int mm_node_run(const mm_node_config *cfg)
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl);
-    char ip[32];
-    uv_ip4_name((const struct sockaddr_in *)&ss, ip, sizeof ip);
-    snprintf(n->listen_addr, sizeof n->listen_addr, "%s:%d", ip, ntohs(((const struct sockaddr_in *)&ss)->sin_port));
+    format_addr(&ss, n->listen_addr, sizeof n->listen_addr);
     if (cfg->ready_fd > 0) {
         char line[MM_ADDR_MAX + 2];
         int len = snprintf(line, sizeof line, "%s\n", n->listen_addr);
@@ -1236,6 +1258,8 @@ int mm_node_run(const mm_node_config *cfg)
     gc.tensors = tensors;
     gc.ntensors = l->n;
     snprintf(gc.advertise, sizeof gc.advertise, "%s", n->listen_addr);
+    gc.view_per_prefix = (uint32_t)cfg->view_per_prefix; /* 0: the core's defaults */
+    gc.conns_per_prefix = (uint32_t)cfg->conns_per_prefix;
     gc.incarnation = (uint64_t)time(NULL);
     gc.wall_offset_ns = n->wall_offset = wall_offset();
     gc.encoding = (uint8_t)enc;

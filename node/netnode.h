@@ -37,6 +37,8 @@ typedef struct {
     bool json, quiet;
     float join_timeout;        /* seconds to reach a bootstrap peer */
     int crypto_threads;        /* workers besides the loop thread that seal outgoing DATA frames (0: none) */
+    int view_per_prefix;       /* view entries per IPv4 /24 or IPv6 /48 (0: MM_VIEW_PER_PREFIX) */
+    int conns_per_prefix;      /* connections per IPv4 /24 or IPv6 /48 (0: MM_CONNS_PER_PREFIX) */
     /* The exchange benchmark (murmur exchange-bench): a bare vector of
      * bench_params floats instead of a model, no training. The node with a
      * bootstrap peer times bench_rounds exchanges back to back (after one

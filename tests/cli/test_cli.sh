@@ -91,6 +91,20 @@ expect 2 -- train --solo --shard 3/2
 expect_err 1 "expected cpu, cuda:N or auto" -- train --solo --device tpu --bench-batches 1
 expect_err 2 "out of range" -- exchange-bench --rounds 0
 expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 6 --encoding q8
+# IPv6: two nodes on [::1], in a network namespace of our own (tests touch no
+# other interface); skipped where namespaces cannot be made (no root, no ip)
+if unshare -n true 2>/dev/null && command -v ip >/dev/null; then
+    checks=$((checks + 1))
+    rc=0
+    out="$(timeout 120 unshare -n sh -c 'ip link set lo up && "$0" exchange-bench --listen "[::1]:0" --params 4096 --rounds 2' "$murmur" 2>"$tmp/stderr")" || rc=$?
+    err="$(cat "$tmp/stderr")"
+    if [ "$rc" != 0 ] || [[ "$out" != *'"event":"exchange_bench"'* ]]; then
+        fail "exchange-bench over [::1] in a network namespace: status $rc"
+    fi
+else
+    echo "test_cli: no network namespace here; the IPv6 check is skipped" >&2
+fi
+expect_err 2 "[IPV6]:PORT" -- train --listen "[::1:0" --epochs 1
 # --device auto: the GPU where there is one, else the CPU with a message saying why
 checks=$((checks + 1))
 run train --solo --device auto --bench-batches 2 --bench-reps 1 --quiet

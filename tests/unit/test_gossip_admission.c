@@ -376,6 +376,108 @@ static void test_l2_loopback(void **state)
     net_done(net);
 }
 
+/* ------------------------------------------------------------ prefixes */
+
+/* §2.5: at most MM_CONNS_PER_PREFIX connections per IPv4 /24 or IPv6 /48,
+ * whichever the hosts in it (each /32 or /64 under its own half-open cap);
+ * other prefixes are unaffected; the cap is a setting. */
+static void test_conns_per_prefix(void **state)
+{
+    (void)state;
+    for (int raised = 0; raised < 2; raised++) {
+        h_net *net = net_new(DIM);
+        mm_gossip_config c = h_config(0, key_a, DIM, 0xab);
+        snprintf(c.advertise, sizeof c.advertise, "10.0.0.1:7000");
+        if (raised) c.conns_per_prefix = 12;
+        assert_int_equal(h_add_node(net, &c, 3), 0);
+        int cap = raised ? 12 : MM_CONNS_PER_PREFIX, ok4 = 0, ok6 = 0;
+        for (int i = 1; i <= 20; i++) {
+            char from[48];
+            snprintf(from, sizeof from, "10.77.1.%d:4000", i);
+            ok4 += raw_accept(net, 0, from);
+        }
+        h_run(net, net->now);
+        assert_int_equal(ok4, cap);
+        assert_int_equal(h_count_logs(&net->nodes[0], MM_LOG_REFUSED, -1, "connections from 10.77.1.0/24 already"), 1);
+        net->now += MM_SEC(2); /* refusals are logged once a second */
+        for (int i = 1; i <= 20; i++) {
+            char from[48];
+            snprintf(from, sizeof from, "[2001:db8:77:%x::1]:4000", i); /* 20 /64s of one /48 */
+            ok6 += raw_accept(net, 0, from);
+        }
+        h_run(net, net->now);
+        assert_int_equal(ok6, cap);
+        assert_int_equal(h_count_logs(&net->nodes[0], MM_LOG_REFUSED, -1, "from 2001:db8:77::/48 already"), 1);
+        net->now += MM_SEC(1); /* 3 s: the half-open ones are still there (MM_HS_DEADLINE) */
+        assert_true(raw_accept(net, 0, "10.77.2.1:4000"));
+        assert_true(raw_accept(net, 0, "[2001:db8:78::1]:4000"));
+        assert_true(raw_accept(net, 0, "[::ffff:10.77.3.1]:4000"));
+        assert_false(raw_accept(net, 0, "[::ffff:10.77.1.99]:4000")); /* mapped: the same /24 */
+        /* an honest node of a full prefix is refused too; it is let in once
+         * the idle connections of its prefix time out */
+        int p = honest_peer(net, "10.77.1.200:7001");
+        assert_int_equal(mm_gossip_bootstrap(net->nodes[p].g, net->nodes[0].addr, net->now), 0);
+        h_run(net, net->now + MM_MS(50));
+        assert_int_equal(stats(net, p).sessions, 0);
+        h_run(net, net->now + MM_HS_DEADLINE + MM_SEC(1));
+        assert_int_equal(stats(net, 0).half_open, 0);
+        assert_int_equal(mm_gossip_bootstrap(net->nodes[p].g, net->nodes[0].addr, net->now), 0);
+        h_run(net, net->now + MM_MS(50));
+        assert_int_equal(stats(net, p).sessions, 1);
+        net_done(net);
+    }
+}
+
+/* §2.5: the half-open cap per source covers an IPv6 /64, not one address
+ * (a host picks any of its 2^64). */
+static void test_l2_ipv6_source(void **state)
+{
+    (void)state;
+    h_net *net = lone_node("[2001:db8::1]:7000");
+    int ok = 0;
+    for (int i = 1; i <= 30; i++) {
+        char from[48];
+        snprintf(from, sizeof from, "[2001:db8:5:6:%x::%x]:4000", i, i * 7);
+        ok += raw_accept(net, 0, from);
+    }
+    assert_int_equal(ok, MM_HALF_OPEN_PER_IP);
+    assert_true(raw_accept(net, 0, "[2001:db8:5:7::1]:4000")); /* the next /64 */
+    h_run(net, net->now + MM_HS_DEADLINE + MM_SEC(1));
+    assert_int_equal(stats(net, 0).half_open, 0);
+    net_done(net);
+}
+
+/* §2.6 (the core's part of S1): at most MM_VIEW_PER_PREFIX view entries per
+ * /24 or /48, however many members of it dial us and shuffle; other
+ * prefixes and loopback are not capped; the cap is a setting. */
+static void test_view_per_prefix(void **state)
+{
+    (void)state;
+    for (int raised = 0; raised < 2; raised++) {
+        h_net *net = net_new(DIM);
+        mm_gossip_config c = h_config(0, key_a, DIM, 0xab);
+        snprintf(c.advertise, sizeof c.advertise, "10.0.0.1:7000");
+        if (raised) c.view_per_prefix = 6;
+        assert_int_equal(h_add_node(net, &c, 3), 0);
+        for (int f = 0; f < 3; f++) /* 5 in one /24, 5 in one /48, 5 in five /24s */
+            for (int i = 1; i <= 5; i++) {
+                char a[48];
+                if (f == 0) snprintf(a, sizeof a, "10.9.9.%d:7000", i);
+                if (f == 1) snprintf(a, sizeof a, "[2001:db8:9:%x::1]:7000", i);
+                if (f == 2) snprintf(a, sizeof a, "10.%d.1.1:7000", 20 + i);
+                int p = honest_peer(net, a);
+                assert_true(p > 0);
+                assert_int_equal(mm_gossip_bootstrap(net->nodes[p].g, net->nodes[0].addr, net->now), 0);
+            }
+        h_run(net, net->now + MM_SEC(30)); /* joins, then shuffles spread the records */
+        uint32_t per = raised ? 5 : MM_VIEW_PER_PREFIX;
+        /* node 0: per from each capped prefix, all 5 of the distinct /24s */
+        assert_int_equal(stats(net, 0).view, 2 * per + 5);
+        for (int i = 1; i < (int)net->nnodes; i++) assert_true(stats(net, i).view <= 2 * per + 5 + 1);
+        net_done(net);
+    }
+}
+
 /* ------------------------------------------------------------ session lifetime */
 
 /* Two nodes averaging every 10 s for 2.5 h: the session is handshaken again
@@ -539,6 +641,9 @@ int main(void)
         cmocka_unit_test(test_l2_handshake_rate),
         cmocka_unit_test(test_l2_many_addresses),
         cmocka_unit_test(test_l2_loopback),
+        cmocka_unit_test(test_conns_per_prefix),
+        cmocka_unit_test(test_l2_ipv6_source),
+        cmocka_unit_test(test_view_per_prefix),
         cmocka_unit_test(test_session_lifetime),
         cmocka_unit_test(test_session_lifetime_waits_for_exchange),
         cmocka_unit_test(test_l7_outbound_reserve),
