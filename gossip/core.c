@@ -848,6 +848,7 @@ static void log_exchange(mm_gossip *g, exch *x, bool ok, const char *why, uint64
     if (!a) return;
     a->log = MM_LOG_EXCHANGE;
     a->ok = ok;
+    a->initiator = x->initiator;
     a->xid = x->lid;
     memcpy(a->peer_id, x->peer_id, MM_ID_BYTES);
     a->bytes_in = x->recv_bytes;

@@ -137,6 +137,7 @@ typedef struct {
     /* LOG */
     mm_log_kind log;
     bool ok;
+    bool initiator;      /* EXCHANGE: we started it (we chose the partner) */
     uint8_t peer_id[MM_ID_BYTES];
     uint64_t bytes_in, bytes_out, duration;
     char text[160];

@@ -426,7 +426,7 @@ static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration
                                        "warmup", "quiesce", "sweep", "k", "campaign", "workload", "partition",
                                        "skew", "epochs", "batch", "lr", "momentum", "average_every",
                                        "train_samples", "eval_samples", "eval_every", "eval_ms", "train_delay",
-                                       "join_sync", "data", NULL};
+                                       "join_sync", "data", "sybil", "view_per_prefix", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
@@ -482,6 +482,7 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         num(l, get(l, root, "", "eval_ms"), "eval_ms", 0, 1e7, false, &eval_ms) ||
         num(l, get(l, root, "", "train_delay"), "train_delay", 0, 1e7, false, &s->train_delay) ||
         boolean(l, get(l, root, "", "join_sync"), "join_sync", &s->join_sync) ||
+        u32(l, get(l, root, "", "view_per_prefix"), "view_per_prefix", 1, 32, &s->view_per_prefix) ||
         name_path(l, get(l, root, "", "data"), s->data, sizeof s->data))
         return MM_ERR_INVALID;
     s->workload = (uint8_t)wl;
@@ -511,6 +512,8 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
     if (load_regions(l, root, s, step_ms, up * 1e6, down * 1e6) || load_latency(l, root, s) ||
         load_partitions(l, root, s) || load_crashes(l, root, s))
         return MM_ERR_INVALID;
+    yaml_node_t *sy = get(l, root, "", "sybil");
+    if (sy && node_set(l, s, sy, "sybil", &s->sybil)) return MM_ERR_INVALID;
     if (s->workload != MM_SIM_WL_SURROGATE) {
         if (s->topology != MM_SIM_TOPO_PROTOCOL)
             return fail(l, get(l, root, "", "topology"), "key 'topology': a training workload runs the protocol");

@@ -97,6 +97,10 @@ typedef struct {
     double slow_step; /* s */
     mm_sim_set byz;
     double byz_from, byz_until;
+    /* Sybil identities (SECURITY.md S1): these nodes run the protocol like
+     * the others but all live in one IPv4 /24 (docs/simulator.md). */
+    mm_sim_set sybil;
+    uint32_t view_per_prefix; /* the cores' setting (0: their default, MM_VIEW_PER_PREFIX) */
     /* The workload (docs/simulator.md, "Training workloads"): the surrogate
      * vector, or real training (node/trainer.c) of a model on a shard of
      * Fashion-MNIST, a step taking step_ms of virtual time. */

@@ -55,7 +55,8 @@ typedef struct {
 
 typedef struct {
     mm_gossip *g; /* NULL while down (and always with a fixed topology) */
-    bool up, byz;
+    bool up, byz, sybil;
+    uint32_t sybil_k; /* a sybil: its index among them (its address) */
     bool joining, synced; /* a training workload: waiting for the state sync before the first step; it came */
     float *x;
     float *x0;    /* byzantine nodes: the initial vector (what they lend as stale) */
@@ -90,6 +91,12 @@ typedef struct {
     uint64_t core_bytes, core_bytes_peak; /* what all cores hold now, and at most */
     bool oom;
     mm_sim_graph graph; /* fixed topologies */
+    /* Sybils (scenario key sybil): node sybil_node[k] is the k-th, at
+     * 9.9.9.(1 + k % 250):(PORT + 1 + k / 250); their public keys, sorted,
+     * tell an honest node's partners apart. */
+    uint32_t nsybil, *sybil_node;
+    uint8_t (*sybil_pk)[32];
+    uint64_t ex_honest[2], ex_honest_sybil[2]; /* exchanges honest nodes completed, and those with a sybil: [1] those they started */
     uint64_t byz_from, byz_until;
     uint64_t violations, merges, ideal_avg;
     char violation[200];
@@ -135,10 +142,16 @@ static void push(sim *S, uint32_t kind, uint32_t node, uint64_t t, uint64_t a, u
 }
 
 /* Node i's address: a /24 of its own (the core keeps at most two view
- * entries per /24). */
-static void addr_of(uint32_t i, uint32_t port, char out[MM_ADDR_MAX])
+ * entries per /24), but sybils all share 9.9.9.0/24: 250 hosts, then more
+ * listening ports on each. port: PORT for the listening address, else the
+ * source port of a connection. */
+static void addr_of(const sim *S, uint32_t i, uint32_t port, char out[MM_ADDR_MAX])
 {
-    snprintf(out, MM_ADDR_MAX, "%u.%u.%u.1:%u", 10 + (i >> 16), (i >> 8) & 255, i & 255, port);
+    const sim_node *nd = &S->nodes[i];
+    if (nd->sybil)
+        snprintf(out, MM_ADDR_MAX, "9.9.9.%u:%u", 1 + nd->sybil_k % 250, port == PORT ? PORT + 1 + nd->sybil_k / 250 : port);
+    else
+        snprintf(out, MM_ADDR_MAX, "%u.%u.%u.1:%u", 10 + (i >> 16), (i >> 8) & 255, i & 255, port);
 }
 
 /* A decimal number of at most 9 digits at *p, then the character sep
@@ -162,8 +175,14 @@ static uint32_t node_of(const sim *S, const char *addr)
     unsigned a, b, c, d, port;
     const char *p = addr;
     if (!dec(&p, '.', &a) || !dec(&p, '.', &b) || !dec(&p, '.', &c) || !dec(&p, ':', &d) || !dec(&p, 0, &port) ||
-        a < 10 || b > 255 || c > 255 || d != 1 || port != PORT)
+        b > 255 || c > 255)
         return UINT32_MAX;
+    if (a == 9 && b == 9 && c == 9) { /* a sybil's listening address */
+        if (d < 1 || d > 250 || port <= PORT) return UINT32_MAX;
+        uint64_t k = (uint64_t)(port - PORT - 1) * 250 + (d - 1);
+        return k < S->nsybil ? S->sybil_node[k] : UINT32_MAX;
+    }
+    if (a < 10 || d != 1 || port != PORT) return UINT32_MAX;
     uint32_t i = ((a - 10) << 16) | (b << 8) | c;
     return i < S->n ? i : UINT32_MAX;
 }
@@ -297,6 +316,8 @@ static void arm(sim *S, uint32_t i, uint64_t not_before)
     push(S, EV_TICK, i, d, ++nd->timer_gen, nd->epoch);
 }
 
+static int cmp_pk(const void *a, const void *b) { return memcmp(a, b, 32); }
+
 static void on_log(sim *S, uint32_t i, const mm_action *a)
 {
     if (a->log == MM_LOG_SYNCED) S->nodes[i].synced = true;
@@ -305,6 +326,11 @@ static void on_log(sim *S, uint32_t i, const mm_action *a)
             S->ex_ok++, S->ex_ns += a->duration;
         else
             S->ex_failed++;
+        if (a->ok && S->nsybil && !S->nodes[i].sybil) {
+            bool sy = bsearch(a->peer_id, S->sybil_pk, S->nsybil, 32, cmp_pk) != NULL;
+            S->ex_honest[0]++, S->ex_honest_sybil[0] += sy;
+            if (a->initiator) S->ex_honest[1]++, S->ex_honest_sybil[1] += sy;
+        }
     }
     if (S->o->trace) fprintf(S->o->trace, "[%u t=%.6f] %s\n", i, (double)S->e.now / 1e9, a->text); /* purity-ok: the caller's stream */
 }
@@ -464,7 +490,7 @@ static mm_conn_id net_accept(void *ctx, uint32_t i, uint32_t from, uint32_t port
 {
     sim *S = ctx;
     char addr[MM_ADDR_MAX];
-    addr_of(from, port, addr);
+    addr_of(S, from, port, addr);
     return S->nodes[i].g ? mm_gossip_accepted(S->nodes[i].g, addr, S->e.now) : 0;
 }
 
@@ -556,7 +582,7 @@ static void bootstrap(sim *S, uint32_t i, uint32_t target)
 {
     if (target == UINT32_MAX) return;
     char addr[MM_ADDR_MAX];
-    addr_of(target, PORT, addr);
+    addr_of(S, target, PORT, addr);
     mm_gossip_bootstrap(S->nodes[i].g, addr, S->e.now);
 }
 
@@ -572,7 +598,7 @@ static void start_node(sim *S, uint32_t i, bool first)
     }
     mm_gossip_config cfg = S->base;
     memcpy(cfg.identity_sk, nd->sk, sizeof cfg.identity_sk);
-    addr_of(i, PORT, cfg.advertise);
+    addr_of(S, i, PORT, cfg.advertise);
     cfg.incarnation = ++nd->incarnation;
     mm_rng_seed(&nd->rng, derive(S->s->seed, 1, i, nd->incarnation));
     mm_gossip_env env = {.random = mm_rng_fill, .random_ctx = &nd->rng, .alloc = env_alloc, .free = env_free, .alloc_ctx = S};
@@ -954,6 +980,8 @@ static int setup(sim *S, mm_error *err)
         down[i] = s->regions[r].down;
         nd->step = ns(mm_sim_set_has(s, &s->slow, i) ? s->slow_step : s->regions[r].step);
         nd->byz = mm_sim_set_has(s, &s->byz, i);
+        nd->sybil = mm_sim_set_has(s, &s->sybil, i);
+        if (nd->sybil) nd->sybil_k = S->nsybil++;
         nd->phase = nd->step ? mm_rng_below(&S->rng, nd->step) : 0;
         nd->timer_at = UINT64_MAX;
         if (!(nd->x = S->wl ? S->wl->params(S->wl->ctx, i) : malloc((size_t)s->dim * sizeof *nd->x))) ok = false;
@@ -1007,6 +1035,18 @@ static int setup(sim *S, mm_error *err)
         crypto_sign_seed_keypair(pk, S->nodes[i].sk, seed);
         sodium_memzero(seed, sizeof seed);
     }
+    if (S->nsybil) {
+        S->sybil_node = malloc(S->nsybil * sizeof *S->sybil_node);
+        S->sybil_pk = malloc(S->nsybil * sizeof *S->sybil_pk);
+        if (!S->sybil_node || !S->sybil_pk) return mm_error_set(err, MM_ERR_NOMEM, "out of memory");
+        for (uint32_t i = 0; i < S->n; i++)
+            if (S->nodes[i].sybil) {
+                S->sybil_node[S->nodes[i].sybil_k] = i;
+                memcpy(S->sybil_pk[S->nodes[i].sybil_k], S->nodes[i].sk + 32, 32);
+            }
+        qsort(S->sybil_pk, S->nsybil, sizeof *S->sybil_pk, cmp_pk);
+    }
+    S->base.view_per_prefix = s->view_per_prefix;
     memset(S->base.fingerprint, 0x5f, sizeof S->base.fingerprint);
     S->base.params = s->dim;
     S->base.encoding = s->encoding;
@@ -1046,6 +1086,26 @@ static int setup(sim *S, mm_error *err)
     return S->oom ? mm_error_set(err, MM_ERR_NOMEM, "out of memory") : 0;
 }
 
+/* How far the sybils got into the honest nodes' views and exchanges. */
+static void sybil_census(sim *S, mm_sim_result *r)
+{
+    mm_gossip_peer_info v[MM_VIEW_SIZE];
+    uint32_t honest = 0, total = 0;
+    r->sybils = S->nsybil;
+    for (uint32_t i = 0; i < S->n; i++) {
+        const sim_node *nd = &S->nodes[i];
+        if (nd->sybil || !nd->up || !nd->g) continue;
+        uint32_t n = mm_gossip_peers(nd->g, v, MM_VIEW_SIZE), here = 0;
+        for (uint32_t k = 0; k < n; k++) here += node_of(S, v[k].addr) < S->n && S->nodes[node_of(S, v[k].addr)].sybil;
+        if (here > r->sybil_view_max) r->sybil_view_max = here;
+        total += here;
+        honest++;
+    }
+    r->sybil_view_mean = honest ? (double)total / honest : 0;
+    for (int k = 0; k < 2; k++)
+        r->sybil_share[k] = S->ex_honest[k] ? (double)S->ex_honest_sybil[k] / (double)S->ex_honest[k] : 0;
+}
+
 static void teardown(sim *S)
 {
     for (uint32_t i = 0; S->nodes && i < S->n; i++) {
@@ -1066,6 +1126,8 @@ static void teardown(sim *S)
     free(S->p_at);
     free(S->p_heal);
     mm_sim_graph_free(&S->graph);
+    free(S->sybil_node);
+    free(S->sybil_pk);
 }
 
 int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, mm_error *err)
@@ -1130,8 +1192,14 @@ int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, m
             }
         r.sig_checks = S.sig_checks;
         r.sig_hits = S.sig_hits;
+        if (S.nsybil) sybil_census(&S, &r);
         if (S.o->out) {
             line_head(&S, "summary");
+            if (r.sybils)
+                fprintf(S.o->out, /* purity-ok: the caller's stream */
+                        ",\"sybils\":%u,\"sybil_view_max\":%u,\"sybil_view_mean\":%.3f,\"sybil_exchange_share\":%.4f,"
+                        "\"sybil_partner_share\":%.4f",
+                        r.sybils, r.sybil_view_max, r.sybil_view_mean, r.sybil_share[0], r.sybil_share[1]);
             print_report(&S, &r.last);
             fprintf(S.o->out, /* purity-ok: the caller's stream */
                     ",\"seed\":%llu,\"nodes\":%u,\"events\":%llu,\"connects\":%llu,\"refused\":%llu,\"broken\":%llu,"

@@ -44,6 +44,12 @@ typedef struct {
     uint64_t ideal_avg;    /* pairwise averages done (fixed topologies) */
     uint64_t handshakes, handshakes_failed; /* the cores' handshakes_ok and _failed, summed over all lives */
     uint64_t sig_checks, sig_hits; /* Ed25519 checks asked of the shared cache, and answered by it */
+    /* With sybils (scenario key sybil), at the end, over the honest nodes up:
+     * the most and the mean sybil entries in a view; over the whole run, the
+     * share of their completed exchanges that had a sybil partner: [0] of
+     * all, [1] of those they started (partners they chose). */
+    uint32_t sybils, sybil_view_max;
+    double sybil_view_mean, sybil_share[2];
 } mm_sim_result;
 
 /* A workload other than the surrogate: the nodes' parameters and their

@@ -516,6 +516,32 @@ static void test_partition_heals(void **state)
     assert_true(after < 1e-3 * during);              /* until the heal */
 }
 
+/* SECURITY.md S1: 300 identities from one /24 among 30 honest nodes. Every
+ * honest view holds at most MM_VIEW_PER_PREFIX of them, and the partners
+ * honest nodes choose are mostly honest although 91 % of the nodes are
+ * sybils. The control run (the cap raised to the whole view) ends with
+ * sybil-filled views and sybil partners. */
+static void test_s1_sybil(void **state)
+{
+    (void)state;
+    static const char yaml[] = "nodes: 330\nsybil: \"30-329\"\ndim: 16\nduration: 40\nperiod: 1\nlatency: 20\n"
+                               "bootstrap: random\n";
+    mm_sim_result r = run_yaml(yaml, 0, NULL, NULL), c;
+    print_message("capped: view max %u mean %.2f, partners %.3f, exchanges %.3f\n", r.sybil_view_max,
+                  r.sybil_view_mean, r.sybil_share[1], r.sybil_share[0]);
+    assert_int_equal(r.sybils, 300);
+    assert_true(r.sybil_view_max <= MM_VIEW_PER_PREFIX);
+    assert_true(r.sybil_share[1] < 0.2);
+    assert_true(r.last.exchanges_ok > 1000);
+    char control[sizeof yaml + 32];
+    snprintf(control, sizeof control, "%sview_per_prefix: 32\n", yaml);
+    c = run_yaml(control, 0, NULL, NULL);
+    print_message("control: view max %u mean %.2f, partners %.3f\n", c.sybil_view_max, c.sybil_view_mean,
+                  c.sybil_share[1]);
+    assert_true(c.sybil_view_mean > 8 * MM_VIEW_PER_PREFIX);
+    assert_true(c.sybil_share[1] > 0.5);
+}
+
 static void test_churn_converges(void **state)
 {
     (void)state;
@@ -687,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_churn_converges),
         cmocka_unit_test(test_topology_theory),
         cmocka_unit_test(test_topologies_run),
+        cmocka_unit_test(test_s1_sybil),
         cmocka_unit_test(test_campaign_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
