@@ -182,6 +182,8 @@ struct mm_gossip {
     bool sync_wanted, sync_active, sync_gathered; /* gathered: the wait for sources is over */
     bool sync_expired; /* MM_SYNC_TIMEOUT passed: wait only for the sources' own deadlines */
     uint64_t sync_started, sync_wanted_since;
+    uint32_t sync_want;       /* sources this sync waits for: min(live peers, MM_SYNC_SOURCES) */
+    uint64_t sync_retry_at;   /* sources failed (busy): ask other sessions then (0: not pending) */
 
     uint64_t next_exchange, next_shuffle, deadline;
     uint32_t refused_in_a_row; /* our vector refused as too far, by consecutive partners */
@@ -1239,6 +1241,14 @@ static void finish_sync(mm_gossip *g, uint64_t now)
         return;
     }
     if (nd == 0 || (pending && !timed_out && nd < MM_SYNC_SOURCES)) return;
+    if (!pending && !timed_out && nd < (int)g->sync_want) {
+        /* Sources failed (busy, most often): one or two answers are not
+         * enough where three peers are live, or one poisoned source would
+         * be taken whole (SECURITY.md P11). Ask other sessions shortly. */
+        if (!g->sync_retry_at) g->sync_retry_at = now + MM_SYNC_RETRY;
+        return;
+    }
+    g->sync_retry_at = 0;
     /* With three sources, the coordinate-wise median: one poisoned source
      * cannot move any coordinate outside the range of the two honest ones. */
     if (nd >= 3) {
@@ -1268,6 +1278,20 @@ static void finish_sync(mm_gossip *g, uint64_t now)
     logf_(g, MM_LOG_SYNCED, NULL, "state synced from %d peer(s)%s", nd, nd >= 3 ? " (coordinate-wise median)" : "");
 }
 
+/* Start sync exchanges on up to max idle, greeted sessions; how many. */
+static int sync_ask(mm_gossip *g, int max, uint64_t now)
+{
+    int started = 0;
+    for (uint32_t i = 0; i < g->nconns && started < max; i++) {
+        conn *c = g->conns[i];
+        if (c && c->state == CONN_OPEN && c->hello_ok && !c->closing && !c->xid) {
+            start_exchange(g, c, EXCH_SYNC, now);
+            if (c->xid) started++;
+        }
+    }
+    return started;
+}
+
 static void start_sync(mm_gossip *g, uint64_t now)
 {
     if (g->sync_active || !g->sync_wanted) return;
@@ -1288,20 +1312,27 @@ static void start_sync(mm_gossip *g, uint64_t now)
     uint32_t want = live < MM_SYNC_SOURCES ? live : MM_SYNC_SOURCES;
     if (now >= g->sync_wanted_since + MM_SYNC_GATHER) g->sync_gathered = true;
     if (ready == 0 || (ready < want && !g->sync_gathered)) return;
-    int started = 0;
-    for (uint32_t i = 0; i < g->nconns && started < MM_SYNC_SOURCES; i++) {
-        conn *c = g->conns[i];
-        if (c && c->state == CONN_OPEN && c->hello_ok && !c->closing && !c->xid) {
-            start_exchange(g, c, EXCH_SYNC, now);
-            if (c->xid) started++;
-        }
-    }
-    if (started) {
+    if (sync_ask(g, MM_SYNC_SOURCES, now)) {
         g->sync_wanted = false;
         g->sync_active = true;
         g->sync_expired = false;
         g->sync_started = now;
+        g->sync_want = want ? want : 1;
+        g->sync_retry_at = 0;
     }
+}
+
+/* Sources answered too few (finish_sync): ask idle sessions again, up to
+ * MM_SYNC_SOURCES sync exchanges in all. Sessions whose source answered
+ * still hold that exchange (c->xid), so they are not asked twice. */
+static void sync_retry(mm_gossip *g, uint64_t now)
+{
+    int used = 0;
+    for (int i = 0; i < MM_MAX_EXCHANGES; i++)
+        used += g->exchs[i].used && g->exchs[i].kind == EXCH_SYNC && g->exchs[i].initiator;
+    g->sync_retry_at = 0;
+    if (used < MM_SYNC_SOURCES && sync_ask(g, MM_SYNC_SOURCES - used, now)) return;
+    g->sync_retry_at = now + MM_SYNC_RETRY; /* every session busy: later (finish_sync ends it at the timeout) */
 }
 
 /* ------------------------------------------------------------ handshake */
@@ -2109,6 +2140,7 @@ static void recompute_deadline(mm_gossip *g)
     for (int i = 0; i < MM_VIEW_SIZE; i++)
         if (g->peers[i].used && g->peers[i].state == PEER_SUSPECT) AT(g->peers[i].next_probe);
     if (g->sync_active && !g->sync_expired) AT(g->sync_started + MM_SYNC_TIMEOUT);
+    if (g->sync_active && g->sync_retry_at) AT(g->sync_retry_at);
     if (g->sync_wanted && !g->sync_gathered) AT(g->sync_wanted_since + MM_SYNC_GATHER);
 #undef AT
     g->deadline = d;
@@ -2190,6 +2222,7 @@ static void do_timers(mm_gossip *g, uint64_t now)
             reach(g, p, now);
         }
     }
+    if (g->sync_active && g->sync_retry_at && now >= g->sync_retry_at) sync_retry(g, now);
     if (g->sync_active && now >= g->sync_started + MM_SYNC_TIMEOUT) finish_sync(g, now);
     if (g->leaving) return;
     if (now >= g->next_shuffle) {

@@ -63,6 +63,7 @@
 #define MM_SYNC_SOURCES 3               /* peers a newcomer fetches parameters from */
 #define MM_SYNC_TIMEOUT MM_SEC(30)      /* after this, use the sources that answered */
 #define MM_SYNC_GATHER MM_SEC(2)        /* wait this long for sessions with enough sources */
+#define MM_SYNC_RETRY MM_MS(200)        /* sources failed (busy) and too few answered: ask others after this */
 
 /* Scores and bans */
 #define MM_SCORE_BAN (-100.0)           /* below this a peer is banned */
@@ -86,7 +87,7 @@
 #define MM_CLIP_HISTORY 32              /* distances remembered per tensor for the adaptive bound */
 #define MM_CLIP_MIN_HISTORY 4           /* below this many, no clipping yet */
 #define MM_CLIP_REFUSE 8.0              /* distance > 8 tau on most tensors: refuse */
-#define MM_CLIP_BOOT 4.0                /* before MM_CLIP_MIN_HISTORY: tau = 4 x our own tensor's norm */
+#define MM_CLIP_BOOT 0.25               /* before MM_CLIP_MIN_HISTORY: tau = 0.25 x our own tensor's norm */
 #define MM_CLIP_FLOOR 1e-6              /* tau never goes below this */
 #define MM_REFUSED_RESYNC 3             /* refused as too far by this many partners in a row: re-sync */
 

@@ -14,6 +14,7 @@
 
 static const char *const enc_names[] = {"f32", "f16", "bf16", "q8", NULL};
 const char *const mm_sim_workload_names[] = {"surrogate", "mlp", "cnn", NULL};
+const char *const mm_sim_attack_names[] = {"mix", "signflip", "noise", "constant", "alie", "ipm", "stale", NULL};
 
 const char *mm_encoding_name(uint8_t enc) { return enc < 4 ? enc_names[enc] : "?"; }
 
@@ -426,7 +427,7 @@ static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration
                                        "warmup", "quiesce", "sweep", "k", "campaign", "workload", "partition",
                                        "skew", "epochs", "batch", "lr", "momentum", "average_every",
                                        "train_samples", "eval_samples", "eval_every", "eval_ms", "train_delay",
-                                       "join_sync", "data", "sybil", "view_per_prefix", NULL};
+                                       "join_sync", "data", "sybil", "view_per_prefix", "attack", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
@@ -512,6 +513,21 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
     if (load_regions(l, root, s, step_ms, up * 1e6, down * 1e6) || load_latency(l, root, s) ||
         load_partitions(l, root, s) || load_crashes(l, root, s))
         return MM_ERR_INVALID;
+    yaml_node_t *at = get(l, root, "", "attack");
+    if (at) {
+        static const char *const keys[] = {"kind", "nodes", "from", "scale", NULL};
+        int kind = 0;
+        if (check_keys(l, at, "attack", keys) != 0) return MM_ERR_INVALID;
+        if (!get(l, at, "attack", "kind") || !get(l, at, "attack", "nodes"))
+            return fail(l, at, "key 'attack': needs kind and nodes");
+        if (choice(l, get(l, at, "attack", "kind"), "attack.kind", mm_sim_attack_names, &kind) ||
+            node_set(l, s, get(l, at, "attack", "nodes"), "attack.nodes", &s->byz) ||
+            num(l, get(l, at, "attack", "from"), "attack.from", 0, 1e7, false, &s->byz_from) ||
+            num(l, get(l, at, "attack", "scale"), "attack.scale", 0, 1e12, true, &s->attack_scale))
+            return MM_ERR_INVALID;
+        s->attack = (uint8_t)kind;
+        s->byz_until = 1e9; /* to the end (the longest duration is 1e7 s) */
+    }
     yaml_node_t *sy = get(l, root, "", "sybil");
     if (sy && node_set(l, s, sy, "sybil", &s->sybil)) return MM_ERR_INVALID;
     if (s->workload != MM_SIM_WL_SURROGATE) {

@@ -97,6 +97,10 @@ typedef struct {
     double slow_step; /* s */
     mm_sim_set byz;
     double byz_from, byz_until;
+    /* Or the scenario names them (key attack): what they lend from byz_from
+     * on (mm_sim_attack), with attack_scale; they train like the others. */
+    uint8_t attack;
+    double attack_scale; /* 0: the attack's default (docs/simulator.md) */
     /* Sybil identities (SECURITY.md S1): these nodes run the protocol like
      * the others but all live in one IPv4 /24 (docs/simulator.md). */
     mm_sim_set sybil;
@@ -118,6 +122,21 @@ typedef struct {
 } mm_scenario;
 
 typedef enum { MM_SIM_WL_SURROGATE = 0, MM_SIM_WL_MLP, MM_SIM_WL_CNN } mm_sim_workload_kind;
+
+/* What byzantine nodes lend instead of their snapshot x (SECURITY.md P1-P7;
+ * docs/simulator.md, "Parameter poisoning"). x0: their initial parameters,
+ * mu and sigma: the coordinate-wise mean and standard deviation over the
+ * honest nodes up (an omniscient attacker), s: attack_scale. */
+typedef enum {
+    MM_SIM_ATTACK_MIX = 0, /* the campaign's: NaN, +-Inf, +-1e30, or x0, drawn per snapshot */
+    MM_SIM_ATTACK_SIGNFLIP,   /* x0 - s (x - x0): its progress reversed and scaled (s = 1000) */
+    MM_SIM_ATTACK_NOISE,      /* x + N(0, s^2) per coordinate (s = 1) */
+    MM_SIM_ATTACK_CONSTANT,   /* x + s in every coordinate (s = 1) */
+    MM_SIM_ATTACK_ALIE,       /* mu - s sigma: "a little is enough" (s = 1) */
+    MM_SIM_ATTACK_IPM,        /* x0 - s (mu - x0): against the honest progress (s = 0.5) */
+    MM_SIM_ATTACK_STALE,      /* x0: a replay of its first snapshot */
+} mm_sim_attack;
+extern const char *const mm_sim_attack_names[]; /* indexed by mm_sim_attack, NULL-terminated */
 extern const char *const mm_sim_workload_names[]; /* indexed by mm_sim_workload_kind, NULL-terminated */
 
 typedef struct {

@@ -394,11 +394,75 @@ static bool byz_active(const sim *S, const sim_node *nd)
     return nd->byz && S->e.now >= S->byz_from && S->e.now < S->byz_until;
 }
 
-/* What a byzantine node lends instead of its vector: a non-finite value,
- * huge values, or its stale initial vector. */
+/* The coordinate-wise mean and standard deviation of the honest nodes up
+ * (what an omniscient attacker knows), in mu and sd (d each). */
+static void honest_stats(const sim *S, float *mu, float *sd)
+{
+    const uint32_t d = S->s->dim;
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < d; k++) mu[k] = sd[k] = 0;
+    for (uint32_t i = 0; i < S->n; i++) {
+        const sim_node *h = &S->nodes[i];
+        if (!h->up || h->byz) continue;
+        n++;
+        for (uint32_t k = 0; k < d; k++) { /* Welford, in float: d is large, precision is not the point */
+            float delta = h->x[k] - mu[k];
+            mu[k] += delta / (float)n;
+            sd[k] += delta * (h->x[k] - mu[k]);
+        }
+    }
+    for (uint32_t k = 0; k < d; k++) sd[k] = n > 1 ? sqrtf(sd[k] / (float)(n - 1)) : 0.0f;
+}
+
+/* What a byzantine node lends instead of its vector p (a copy of nd->x):
+ * the scenario's attack (mm_sim_attack), or the campaign's mix of a
+ * non-finite value, huge values, or its stale initial vector. */
 static void corrupt(sim *S, const sim_node *nd, float *p)
 {
     const uint32_t d = S->s->dim;
+    const double sc = S->s->attack_scale;
+    switch (S->s->attack) {
+    case MM_SIM_ATTACK_MIX:
+        break;
+    case MM_SIM_ATTACK_SIGNFLIP: {
+        float s = sc > 0 ? (float)sc : 1000.0f;
+        for (uint32_t k = 0; k < d; k++) p[k] = nd->x0[k] - s * (p[k] - nd->x0[k]);
+        return;
+    }
+    case MM_SIM_ATTACK_NOISE: {
+        double s = sc > 0 ? sc : 1.0;
+        for (uint32_t k = 0; k < d; k++) p[k] += (float)(s * mm_rng_normal(&S->rng));
+        return;
+    }
+    case MM_SIM_ATTACK_CONSTANT: {
+        float s = sc > 0 ? (float)sc : 1.0f;
+        for (uint32_t k = 0; k < d; k++) p[k] += s;
+        return;
+    }
+    case MM_SIM_ATTACK_ALIE:
+    case MM_SIM_ATTACK_IPM: {
+        float *mu = malloc((size_t)d * sizeof *mu), *sd = malloc((size_t)d * sizeof *sd);
+        if (!mu || !sd) {
+            free(mu), free(sd);
+            S->oom = true;
+            return;
+        }
+        honest_stats(S, mu, sd);
+        if (S->s->attack == MM_SIM_ATTACK_ALIE) {
+            float z = sc > 0 ? (float)sc : 1.0f;
+            for (uint32_t k = 0; k < d; k++) p[k] = mu[k] - z * sd[k];
+        } else {
+            float e = sc > 0 ? (float)sc : 0.5f;
+            for (uint32_t k = 0; k < d; k++) p[k] = nd->x0[k] - e * (mu[k] - nd->x0[k]);
+        }
+        free(mu);
+        free(sd);
+        return;
+    }
+    case MM_SIM_ATTACK_STALE:
+        memcpy(p, nd->x0, (size_t)d * sizeof *p);
+        return;
+    }
     switch (mm_rng_below(&S->rng, 4)) {
     case 0:
         p[mm_rng_below(&S->rng, d)] = NAN;
@@ -464,8 +528,8 @@ static void on_merge(sim *S, uint32_t i, uint32_t k)
         S->merges++;
         if (m.count != S->s->dim)
             violation(S, i, "MERGE of the wrong length");
-        else if (m.snap ? !(m.w > 0.0f && m.w <= 0.5f) : m.w != 1.0f)
-            violation(S, i, "MERGE weight outside (0, 0.5] (or not 1 for a sync)");
+        else if (m.snap ? !(m.w >= 0.0f && m.w <= 0.5f) : m.w != 1.0f) /* 0: the peer has trained nothing yet */
+            violation(S, i, "MERGE weight outside [0, 0.5] (or not 1 for a sync)");
         else if (!all_finite(m.peer, m.count))
             violation(S, i, "MERGE of non-finite peer data");
         if (m.count != S->s->dim) {
@@ -838,13 +902,14 @@ static void on_step(sim *S, uint32_t i, uint64_t begin)
     }
 }
 
-/* A training workload: every node up evaluated on the test set now. */
+/* A training workload: every honest node up evaluated on the test set now
+ * (byzantine nodes are left out: their accuracy is not the network's). */
 static void on_eval(sim *S)
 {
     double sum = 0, lsum = 0, lo = 1, hi = 0;
     uint32_t cnt = 0;
     for (uint32_t i = 0; i < S->n; i++) {
-        if (!S->nodes[i].up) continue;
+        if (!S->nodes[i].up || S->nodes[i].byz) continue;
         double loss = 0, acc = S->wl->evaluate(S->wl->ctx, i, &loss);
         sum += acc;
         lsum += loss;

@@ -132,6 +132,51 @@ static void test_train_deterministic_and_learns(void **state)
     free(b);
 }
 
+/* The last eval line's key (the honest nodes' accuracy). */
+static double last_eval(char *out, const char *key)
+{
+    char *p = NULL;
+    for (char *q = out; (q = strstr(q, "\"event\":\"eval\"")) != NULL; q++) p = q;
+    assert_non_null(p);
+    return field(p, key);
+}
+
+/* SECURITY.md P1 and P12 (docs/simulator.md, "Parameter poisoning"): 2 of
+ * 12 nodes lend x0 - 1000 (x - x0) (their progress reversed, x1000) from the
+ * start. With the cores' clipping the honest nodes end within 3 points of
+ * the attack-free run; without it (the control) they end near chance. No
+ * honest node breaks the merge invariants either way. */
+static void test_p1_signflip(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    static const char base[] = "nodes: 12\nworkload: mlp\ntrain_samples: 12000\neval_samples: 1000\nbatch: 32\n"
+                               "epochs: 2\naverage_every: 2\nstep_ms: 20\neval_every: 3\nlatency: 1\n"
+                               "bandwidth: {up: 1000, down: 1000}\nduration: 3\n";
+    char text[1024];
+    double acc[3], lo[3];
+    for (int k = 0; k < 3; k++) {
+        snprintf(text, sizeof text, "name: p1-%d\n%s%s%s", k, base,
+                 k ? "attack: {kind: signflip, nodes: [4, 9]}\n" : "", k == 2 ? "clip: false\n" : "");
+        char *out = NULL;
+        size_t len = 0;
+        mm_sim_result r;
+        run(text, &out, &len, &r);
+        acc[k] = last_eval(out, "acc_mean");
+        lo[k] = last_eval(out, "acc_min");
+        assert_int_equal((int)field(strstr(out, "\"event\":\"eval\""), "alive"), k ? 10 : 12); /* honest nodes only */
+        if (r.violations) fail_msg("run %d: %s", k, r.violation);
+        assert_int_equal(r.leaked, 0);
+        free(out);
+    }
+    print_message("honest accuracy: no attack %.3f (min %.3f), clipped %.3f (%.3f), control %.3f (%.3f)\n", acc[0],
+                  lo[0], acc[1], lo[1], acc[2], lo[2]);
+    assert_true(acc[0] > 0.7);
+    assert_true(acc[1] >= acc[0] - 0.03);
+    assert_true(lo[1] >= lo[0] - 0.05);
+    assert_true(acc[2] < 0.3);
+}
+
 static void test_train_scenario_checks(void **state)
 {
     (void)state;
@@ -171,6 +216,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_scenario_checks),
+        cmocka_unit_test(test_p1_signflip),
         cmocka_unit_test(test_train_deterministic_and_learns),
     };
     return cmocka_run_group_tests(tests, load_data, free_data);
