@@ -38,6 +38,7 @@ typedef struct {
     uint64_t suspect_since, next_probe;
     mm_conn_id conn; /* open session, or 0 */
     uint64_t pfx;    /* mm_addr_prefix(rec.addr), kept with rec (0: none) */
+    bool anchor;     /* a peer we dialled and found at its address: not evicted by records (SECURITY.md §2.6) */
 } peer;
 
 typedef struct {
@@ -677,10 +678,10 @@ static peer *learn(mm_gossip *g, const mm_addr_rec *r, bool trusted_live, uint64
     int slot = -1;
     for (int i = 0; i < MM_VIEW_SIZE && slot < 0; i++)
         if (!g->peers[i].used) slot = i;
-    if (slot < 0) { /* full: replace a random entry without a session */
+    if (slot < 0) { /* full: replace a random entry without a session that is not an anchor */
         int cand[MM_VIEW_SIZE], nc = 0;
         for (int i = 0; i < MM_VIEW_SIZE; i++)
-            if (!g->peers[i].conn) cand[nc++] = i;
+            if (!g->peers[i].conn && !g->peers[i].anchor) cand[nc++] = i;
         if (!nc) return NULL;
         slot = cand[rand_below(g, (uint32_t)nc)];
     }
@@ -1729,6 +1730,11 @@ static void on_hello(mm_gossip *g, conn *c, const mm_msg *m, uint64_t now)
     c->hello_ok = true;
     peer *p = learn(g, r, true, now);
     if (p) p->conn = c->id;
+    if (p && c->outbound && !p->anchor && !g->cfg.no_view_anchors) { /* we chose it and reached it */
+        uint32_t anchors = 0;
+        for (int i = 0; i < MM_VIEW_SIZE; i++) anchors += g->peers[i].used && g->peers[i].anchor;
+        if (anchors < MM_VIEW_ANCHORS) p->anchor = true;
+    }
     logf_(g, MM_LOG_PEER_UP, c->peer_id, "session with %s (%s) up", h, r->addr[0] ? r->addr : c->addr);
     send_revs(g, c); /* certs mode: a member that missed a revocation learns it here */
     if (c->outbound) send_shuffle(g, c, MM_MSG_SHUFFLE); /* a newcomer learns the network at once */

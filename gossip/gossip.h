@@ -101,6 +101,11 @@ typedef struct {
      * many members share a prefix (one data center, one NAT). Loopback is
      * never capped. */
     uint32_t view_per_prefix, conns_per_prefix;
+    /* Eclipse defence (SECURITY.md §2.6, E5): up to MM_VIEW_ANCHORS view
+     * entries are peers we dialled and found at their address; records that
+     * others send never evict them (only their death does). true turns that
+     * off, for a control run. */
+    bool no_view_anchors;
 } mm_gossip_config;
 
 typedef enum {

@@ -76,6 +76,7 @@
 #define MM_CTRL_RATE 100                /* messages/s per peer */
 #define MM_CTRL_BURST 200
 #define MM_VIEW_SIZE 32
+#define MM_VIEW_ANCHORS (MM_VIEW_SIZE / 2) /* view entries kept for peers we dialled ourselves (eclipse, E5) */
 #define MM_SHUFFLE_LEN 8                /* entries sent per shuffle */
 #define MM_SHUFFLE_MAX 32               /* entries accepted in one shuffle */
 #define MM_SHUFFLE_PERIOD MM_SEC(5)

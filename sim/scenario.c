@@ -427,7 +427,8 @@ static const char *const top_keys[] = {"name", "seed", "nodes", "dim", "duration
                                        "warmup", "quiesce", "sweep", "k", "campaign", "workload", "partition",
                                        "skew", "epochs", "batch", "lr", "momentum", "average_every",
                                        "train_samples", "eval_samples", "eval_every", "eval_ms", "train_delay",
-                                       "join_sync", "data", "sybil", "view_per_prefix", "attack", NULL};
+                                       "join_sync", "data", "sybil", "view_per_prefix", "attack", "eclipse",
+                                       "view_anchors", NULL};
 
 /* Keys a sweep may vary. */
 static const char *const sweep_keys[] = {"seed", "nodes", "dim", "duration", "period", "encoding", "latency",
@@ -528,6 +529,24 @@ static int load_one(ld *l, yaml_node_t *root, mm_scenario *s)
         s->attack = (uint8_t)kind;
         s->byz_until = 1e9; /* to the end (the longest duration is 1e7 s) */
     }
+    yaml_node_t *ec = get(l, root, "", "eclipse");
+    s->eclipse_target = -1;
+    if (ec) {
+        static const char *const keys[] = {"colluders", "target", NULL};
+        uint32_t target = 0;
+        if (check_keys(l, ec, "eclipse", keys) != 0) return MM_ERR_INVALID;
+        if (!get(l, ec, "eclipse", "colluders") || !get(l, ec, "eclipse", "target"))
+            return fail(l, ec, "key 'eclipse': needs colluders and target");
+        if (node_set(l, s, get(l, ec, "eclipse", "colluders"), "eclipse.colluders", &s->colluders) ||
+            u32(l, get(l, ec, "eclipse", "target"), "eclipse.target", 0, s->nodes - 1, &target))
+            return MM_ERR_INVALID;
+        if (mm_sim_set_has(s, &s->colluders, target))
+            return fail(l, ec, "key 'eclipse': the target cannot be one of the colluders");
+        s->eclipse_target = target;
+    }
+    bool anchors = true;
+    if (boolean(l, get(l, root, "", "view_anchors"), "view_anchors", &anchors)) return MM_ERR_INVALID;
+    s->no_view_anchors = !anchors;
     yaml_node_t *sy = get(l, root, "", "sybil");
     if (sy && node_set(l, s, sy, "sybil", &s->sybil)) return MM_ERR_INVALID;
     if (s->workload != MM_SIM_WL_SURROGATE) {

@@ -105,6 +105,12 @@ typedef struct {
      * the others but all live in one IPv4 /24 (docs/simulator.md). */
     mm_sim_set sybil;
     uint32_t view_per_prefix; /* the cores' setting (0: their default, MM_VIEW_PER_PREFIX) */
+    /* Eclipse (SECURITY.md E5; key eclipse): colluders that know, keep and
+     * gossip only each other and the target (they run the core with an
+     * allowlist of just those), and join through the target. */
+    mm_sim_set colluders;
+    int64_t eclipse_target; /* -1: no eclipse */
+    bool no_view_anchors;   /* key view_anchors: false, the control run */
     /* The workload (docs/simulator.md, "Training workloads"): the surrogate
      * vector, or real training (node/trainer.c) of a model on a shard of
      * Fashion-MNIST, a step taking step_ms of virtual time. */

@@ -55,7 +55,7 @@ typedef struct {
 
 typedef struct {
     mm_gossip *g; /* NULL while down (and always with a fixed topology) */
-    bool up, byz, sybil;
+    bool up, byz, sybil, colluder;
     uint32_t sybil_k; /* a sybil: its index among them (its address) */
     bool joining, synced; /* a training workload: waiting for the state sync before the first step; it came */
     float *x;
@@ -97,6 +97,13 @@ typedef struct {
     uint32_t nsybil, *sybil_node;
     uint8_t (*sybil_pk)[32];
     uint64_t ex_honest[2], ex_honest_sybil[2]; /* exchanges honest nodes completed, and those with a sybil: [1] those they started */
+    /* Eclipse (scenario key eclipse): the colluders' allowlist (their keys
+     * and the target's, sorted), the target's view as the run goes, and the
+     * exchanges the target started (with a colluder). */
+    uint8_t (*collude_pk)[32];
+    uint32_t ncollude_pk;
+    double eclipse_min, eclipse_end; /* honest share of the target's view: the least seen at a report, the last */
+    uint64_t ex_target, ex_target_colluder;
     uint64_t byz_from, byz_until;
     uint64_t violations, merges, ideal_avg;
     char violation[200];
@@ -326,6 +333,13 @@ static void on_log(sim *S, uint32_t i, const mm_action *a)
             S->ex_ok++, S->ex_ns += a->duration;
         else
             S->ex_failed++;
+        if (a->ok && a->initiator && S->s->eclipse_target == (int64_t)i) {
+            S->ex_target++;
+            uint8_t key[32];
+            memcpy(key, a->peer_id, 32);
+            const uint8_t(*hit)[32] = bsearch(key, S->collude_pk, S->ncollude_pk, 32, cmp_pk);
+            S->ex_target_colluder += hit && memcmp(*hit, S->nodes[i].sk + 32, 32) != 0;
+        }
         if (a->ok && S->nsybil && !S->nodes[i].sybil) {
             bool sy = bsearch(a->peer_id, S->sybil_pk, S->nsybil, 32, cmp_pk) != NULL;
             S->ex_honest[0]++, S->ex_honest_sybil[0] += sy;
@@ -662,6 +676,10 @@ static void start_node(sim *S, uint32_t i, bool first)
     }
     mm_gossip_config cfg = S->base;
     memcpy(cfg.identity_sk, nd->sk, sizeof cfg.identity_sk);
+    if (nd->colluder) { /* they admit, keep and gossip only each other and the target */
+        cfg.allowlist = (const uint8_t(*)[32])S->collude_pk;
+        cfg.nallow = S->ncollude_pk;
+    }
     addr_of(S, i, PORT, cfg.advertise);
     cfg.incarnation = ++nd->incarnation;
     mm_rng_seed(&nd->rng, derive(S->s->seed, 1, i, nd->incarnation));
@@ -685,6 +703,7 @@ static void start_node(sim *S, uint32_t i, bool first)
     else
         target = random_member(S, i);
     if (target == UINT32_MAX) target = random_up(S, i, false);
+    if (nd->colluder && S->nodes[S->s->eclipse_target].g) target = (uint32_t)S->s->eclipse_target; /* at the target */
     bootstrap(S, i, target);
     /* Training: a newcomer takes the network's parameters first, as node/ does
      * (not the first node, nor a restart, which resumes from its checkpoint). */
@@ -732,8 +751,26 @@ static void crash_node(sim *S, uint32_t i)
 
 /* ------------------------------------------------------------ reports */
 
+/* The honest share of the eclipse target's view now (S->eclipse_end), and
+ * the least seen once its view holds 8 entries or more (S->eclipse_min). */
+static void eclipse_census(sim *S)
+{
+    const sim_node *t = &S->nodes[S->s->eclipse_target];
+    if (!t->up || !t->g) return;
+    mm_gossip_peer_info v[MM_VIEW_SIZE];
+    uint32_t n = mm_gossip_peers(t->g, v, MM_VIEW_SIZE), bad = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t j = node_of(S, v[k].addr);
+        bad += j < S->n && S->nodes[j].colluder;
+    }
+    if (!n) return;
+    S->eclipse_end = (double)(n - bad) / n;
+    if (n >= 8 && S->eclipse_end < S->eclipse_min) S->eclipse_min = S->eclipse_end;
+}
+
 static void report(sim *S, mm_sim_report *r)
 {
+    if (S->s->eclipse_target >= 0) eclipse_census(S);
     const uint32_t d = S->s->dim;
     memset(r, 0, sizeof *r);
     r->t = (double)S->e.now / 1e9;
@@ -1046,6 +1083,7 @@ static int setup(sim *S, mm_error *err)
         nd->step = ns(mm_sim_set_has(s, &s->slow, i) ? s->slow_step : s->regions[r].step);
         nd->byz = mm_sim_set_has(s, &s->byz, i);
         nd->sybil = mm_sim_set_has(s, &s->sybil, i);
+        nd->colluder = s->eclipse_target >= 0 && mm_sim_set_has(s, &s->colluders, i);
         if (nd->sybil) nd->sybil_k = S->nsybil++;
         nd->phase = nd->step ? mm_rng_below(&S->rng, nd->step) : 0;
         nd->timer_at = UINT64_MAX;
@@ -1112,6 +1150,16 @@ static int setup(sim *S, mm_error *err)
         qsort(S->sybil_pk, S->nsybil, sizeof *S->sybil_pk, cmp_pk);
     }
     S->base.view_per_prefix = s->view_per_prefix;
+    S->base.no_view_anchors = s->no_view_anchors;
+    S->eclipse_min = 1.0;
+    if (s->eclipse_target >= 0) { /* the colluders' allowlist: each other and the target */
+        S->collude_pk = malloc(((size_t)S->n + 1) * sizeof *S->collude_pk);
+        if (!S->collude_pk) return mm_error_set(err, MM_ERR_NOMEM, "out of memory");
+        for (uint32_t i = 0; i < S->n; i++)
+            if (S->nodes[i].colluder || (int64_t)i == s->eclipse_target)
+                memcpy(S->collude_pk[S->ncollude_pk++], S->nodes[i].sk + 32, 32);
+        qsort(S->collude_pk, S->ncollude_pk, sizeof *S->collude_pk, cmp_pk);
+    }
     memset(S->base.fingerprint, 0x5f, sizeof S->base.fingerprint);
     S->base.params = s->dim;
     S->base.encoding = s->encoding;
@@ -1193,6 +1241,7 @@ static void teardown(sim *S)
     mm_sim_graph_free(&S->graph);
     free(S->sybil_node);
     free(S->sybil_pk);
+    free(S->collude_pk);
 }
 
 int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, mm_error *err)
@@ -1258,8 +1307,18 @@ int mm_sim_run(const mm_scenario *s, const mm_sim_opts *o, mm_sim_result *res, m
         r.sig_checks = S.sig_checks;
         r.sig_hits = S.sig_hits;
         if (S.nsybil) sybil_census(&S, &r);
+        if (s->eclipse_target >= 0) {
+            r.eclipse = true;
+            r.eclipse_view_min = S.eclipse_min;
+            r.eclipse_view_end = S.eclipse_end;
+            r.eclipse_partner_share = S.ex_target ? (double)S.ex_target_colluder / (double)S.ex_target : 0;
+        }
         if (S.o->out) {
             line_head(&S, "summary");
+            if (r.eclipse)
+                fprintf(S.o->out, /* purity-ok: the caller's stream */
+                        ",\"eclipse_view_honest_min\":%.4f,\"eclipse_view_honest_end\":%.4f,\"eclipse_partner_share\":%.4f",
+                        r.eclipse_view_min, r.eclipse_view_end, r.eclipse_partner_share);
             if (r.sybils)
                 fprintf(S.o->out, /* purity-ok: the caller's stream */
                         ",\"sybils\":%u,\"sybil_view_max\":%u,\"sybil_view_mean\":%.3f,\"sybil_exchange_share\":%.4f,"

@@ -50,6 +50,11 @@ typedef struct {
      * all, [1] of those they started (partners they chose). */
     uint32_t sybils, sybil_view_max;
     double sybil_view_mean, sybil_share[2];
+    /* With an eclipse: the honest share of the target's view, the least seen
+     * at a report (once it held 8 entries) and at the end; and the share of
+     * the exchanges the target started that had a colluder partner. */
+    bool eclipse;
+    double eclipse_view_min, eclipse_view_end, eclipse_partner_share;
 } mm_sim_result;
 
 /* A workload other than the surrogate: the nodes' parameters and their

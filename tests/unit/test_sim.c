@@ -542,6 +542,29 @@ static void test_s1_sybil(void **state)
     assert_true(c.sybil_share[1] > 0.5);
 }
 
+/* SECURITY.md E5: 20 colluders (10 %) join a settled network of 200 through
+ * node 0 and keep, gossip and accept only each other and it. With the view
+ * anchors (peers node 0 dialled itself, which records never evict) at least
+ * half of its view stays honest at every report; the control run (anchors
+ * off) loses more of it. */
+static void test_e5_eclipse(void **state)
+{
+    (void)state;
+    static const char yaml[] = "nodes: 200\neclipse: {colluders: \"180-199\", target: 0}\ndim: 16\nduration: 300\n"
+                               "period: 10\nlatency: 20\nreport_every: 10\nbootstrap: random\n"
+                               "crashes: [{at: 0.001, nodes: \"180-199\", down: 100}]\n";
+    mm_sim_result r = run_yaml(yaml, 0, NULL, NULL), c;
+    char control[sizeof yaml + 32];
+    snprintf(control, sizeof control, "%sview_anchors: false\n", yaml);
+    c = run_yaml(control, 0, NULL, NULL);
+    print_message("target's view honest: anchors min %.3f end %.3f; control min %.3f end %.3f\n",
+                  r.eclipse_view_min, r.eclipse_view_end, c.eclipse_view_min, c.eclipse_view_end);
+    assert_true(r.eclipse && c.eclipse);
+    assert_true(r.eclipse_view_min >= 0.5);
+    assert_true(c.eclipse_view_min < r.eclipse_view_min);
+    assert_true(c.eclipse_view_min < 0.9); /* the colluders did get in where nothing stopped them */
+}
+
 static void test_churn_converges(void **state)
 {
     (void)state;
@@ -714,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_topology_theory),
         cmocka_unit_test(test_topologies_run),
         cmocka_unit_test(test_s1_sybil),
+        cmocka_unit_test(test_e5_eclipse),
         cmocka_unit_test(test_campaign_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
