@@ -128,6 +128,7 @@ int mm_cmd_train(int argc, char **argv)
         {"bench-reps", MM_OPT_INT, &a.bench_reps, "R", "windows for --bench-batches (default 5)", 1, 64, NULL},
         /* networked training */
         {"listen", MM_OPT_STRING, &a.nc.listen, "HOST:PORT", "address to listen on, IPV4:PORT or [IPV6]:PORT (default 127.0.0.1:0, any free port)", 0, 0, NULL},
+        {"advertise", MM_OPT_STRING, &a.nc.advertise, "HOST:PORT", "the address other nodes reach this one at (needed with --listen 0.0.0.0 or [::]; port 0: the listening port)", 0, 0, NULL},
         {"bootstrap", MM_OPT_LIST, &a.nc.bootstrap, "HOST:PORT", "join the network through this member", 0, 0, NULL},
         {"key", MM_OPT_STRING, &a.nc.key_file, "FILE", "node identity (murmur keygen); default: CHECKPOINT_DIR/identity.key", 0, 0, NULL},
         {"network-key", MM_OPT_LIST, &a.nc.netkey_files, "FILE", "the network's key (murmur netkey); default: the open network. Up to 4: the first is the primary (we dial with it), the others are also accepted (key rotation)", 0, 0, NULL},

@@ -75,6 +75,7 @@ typedef struct netnode {
     FILE *metrics;
     char id_hex[17];
     char listen_addr[MM_ADDR_MAX];
+    char advertise[MM_ADDR_MAX]; /* where other nodes reach us (--advertise, else listen_addr) */
     /* latest counters from the trainer */
     uint64_t step, samples;
     double loss, rate, acc, last_progress;
@@ -424,6 +425,28 @@ static int parse_addr(const char *addr, struct sockaddr_storage *sa)
     if (v6) return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)sa);
     if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
     return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa);
+}
+
+/* Whether sa is the unspecified address (0.0.0.0 or ::): every interface. */
+static bool wildcard(const struct sockaddr_storage *sa)
+{
+    static const uint8_t any6[16] = {0};
+    if (sa->ss_family == AF_INET) return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return sa->ss_family == AF_INET6 && memcmp(&((const struct sockaddr_in6 *)sa)->sin6_addr, any6, 16) == 0;
+}
+
+static int port_of(const struct sockaddr_storage *sa)
+{
+    return ntohs(sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                           : ((const struct sockaddr_in *)sa)->sin_port);
+}
+
+static void set_port(struct sockaddr_storage *sa, int port)
+{
+    if (sa->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
 }
 
 /* A socket address as the core writes addresses: "a.b.c.d:port" or
@@ -1227,9 +1250,22 @@ int mm_node_run(const mm_node_config *cfg)
     uv_loop_init(&n->loop);
     uv_tcp_init(&n->loop, &n->listener);
     n->listener.data = n;
-    struct sockaddr_storage sa;
+    struct sockaddr_storage sa, adv;
     if (parse_addr(cfg->listen, &sa) != 0) {
         fprintf(stderr, "murmur train: --listen '%s' is not IPV4:PORT or [IPV6]:PORT\n", cfg->listen);
+        rc = 2;
+        goto out_loop;
+    }
+    if (cfg->advertise && parse_addr(cfg->advertise, &adv) != 0) {
+        fprintf(stderr, "murmur train: --advertise '%s' is not IPV4:PORT or [IPV6]:PORT\n", cfg->advertise);
+        rc = 2;
+        goto out_loop;
+    }
+    if (!cfg->advertise && wildcard(&sa)) { /* its record would send every peer to 0.0.0.0 */
+        fprintf(stderr,
+                "murmur train: --listen %s takes connections on every interface, but other nodes need one "
+                "address to reach this node at: add --advertise HOST:PORT\n",
+                cfg->listen);
         rc = 2;
         goto out_loop;
     }
@@ -1243,6 +1279,11 @@ int mm_node_run(const mm_node_config *cfg)
     int sl = sizeof ss;
     uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl);
     format_addr(&ss, n->listen_addr, sizeof n->listen_addr);
+    snprintf(n->advertise, sizeof n->advertise, "%s", n->listen_addr);
+    if (cfg->advertise) { /* port 0 there: the port we are bound to */
+        if (port_of(&adv) == 0) set_port(&adv, port_of(&ss));
+        format_addr(&adv, n->advertise, sizeof n->advertise);
+    }
     if (cfg->ready_fd > 0) {
         char line[MM_ADDR_MAX + 2];
         int len = snprintf(line, sizeof line, "%s\n", n->listen_addr);
@@ -1257,7 +1298,7 @@ int mm_node_run(const mm_node_config *cfg)
     gc.params = l->total;
     gc.tensors = tensors;
     gc.ntensors = l->n;
-    snprintf(gc.advertise, sizeof gc.advertise, "%s", n->listen_addr);
+    snprintf(gc.advertise, sizeof gc.advertise, "%s", n->advertise);
     gc.view_per_prefix = (uint32_t)cfg->view_per_prefix; /* 0: the core's defaults */
     gc.conns_per_prefix = (uint32_t)cfg->conns_per_prefix;
     gc.incarnation = (uint64_t)time(NULL);
@@ -1293,8 +1334,10 @@ int mm_node_run(const mm_node_config *cfg)
 
     char fp[33];
     mm_layout_fingerprint_hex(l, fp);
-    say(n, "node %s listening on %s, model %s (fingerprint %.16s), shard %u/%u, %u examples", n->id_hex,
-        n->listen_addr, cfg->tc.model, fp, n->tr.cfg.shard, n->tr.cfg.nshards, n->tr.loader.count);
+    say(n, "node %s listening on %s%s%s, model %s (fingerprint %.16s), shard %u/%u, %u examples", n->id_hex,
+        n->listen_addr, strcmp(n->advertise, n->listen_addr) ? ", reached at " : "",
+        strcmp(n->advertise, n->listen_addr) ? n->advertise : "", cfg->tc.model, fp, n->tr.cfg.shard,
+        n->tr.cfg.nshards, n->tr.loader.count);
     char nid[65];
     sodium_bin2hex(nid, sizeof nid, mm_gossip_network_id(n->g), 32);
     say(n, "network id %s (%d network key%s; --network-id keeps it through a key rotation)", nid,

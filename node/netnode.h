@@ -18,6 +18,7 @@
 typedef struct {
     mm_train_config tc;
     const char *listen;        /* "host:port" */
+    const char *advertise;     /* "host:port" other nodes reach us at (NULL: listen; port 0: the bound one) */
     mm_cli_list bootstrap;
     const char *key_file;      /* identity; NULL: <checkpoint-dir>/identity.key or ephemeral */
     mm_cli_list netkey_files;  /* the key ring, primary first (<= MM_NETKEYS_MAX); none: the open default network */

@@ -105,6 +105,8 @@ else
     echo "test_cli: no network namespace here; the IPv6 check is skipped" >&2
 fi
 expect_err 2 "[IPV6]:PORT" -- train --listen "[::1:0" --epochs 1
+expect_err 2 "add --advertise" -- train --listen 0.0.0.0:0 --epochs 1
+expect_err 2 "--advertise 'nope'" -- train --advertise nope --epochs 1
 # --device auto: the GPU where there is one, else the CPU with a message saying why
 checks=$((checks + 1))
 run train --solo --device auto --bench-batches 2 --bench-reps 1 --quiet
