@@ -9,6 +9,8 @@ if [ $# -ne 1 ] || [ ! -x "$1" ]; then
     exit 2
 fi
 murmur="$1"
+# Each command gets this long (MM_CLI_TIMEOUT: sanitizer builds run several times slower).
+limit="${MM_CLI_TIMEOUT:-120}"
 data_dir="${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/murmur-cli.XXXXXX")"
@@ -23,7 +25,7 @@ rc=0
 # run ARGS...: run murmur (bounded), capturing stdout in $out, stderr in $err, the status in $rc.
 run() {
     rc=0
-    timeout 120 "$murmur" "$@" >"$tmp/stdout" 2>"$tmp/stderr" || rc=$?
+    timeout "$limit" "$murmur" "$@" >"$tmp/stdout" 2>"$tmp/stderr" || rc=$?
     out="$(cat "$tmp/stdout")"
     err="$(cat "$tmp/stderr")"
 }
@@ -48,7 +50,7 @@ expect() {
     checks=$((checks + 1))
     run "$@"
     if [ "$rc" = 124 ]; then
-        fail "murmur $* timed out after 120 s"
+        fail "murmur $* timed out after $limit s"
     elif [ "$rc" != "$code" ]; then
         fail "murmur $* exited $rc, expected $code"
     elif [ -n "$text" ] && ! printf '%s\n%s\n' "$out" "$err" | grep -qiF -- "$text"; then
@@ -63,7 +65,7 @@ expect_err() {
     checks=$((checks + 1))
     run "$@"
     if [ "$rc" = 124 ]; then
-        fail "murmur $* timed out after 120 s"
+        fail "murmur $* timed out after $limit s"
     elif [ "$rc" != "$code" ]; then
         fail "murmur $* exited $rc, expected $code"
     elif ! printf '%s\n' "$err" | grep -qiF -- "$text"; then
@@ -96,7 +98,7 @@ expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 6 -
 if unshare -n true 2>/dev/null && command -v ip >/dev/null; then
     checks=$((checks + 1))
     rc=0
-    out="$(timeout 120 unshare -n sh -c 'ip link set lo up && "$0" exchange-bench --listen "[::1]:0" --params 4096 --rounds 2' "$murmur" 2>"$tmp/stderr")" || rc=$?
+    out="$(timeout "$limit" unshare -n sh -c 'ip link set lo up && "$0" exchange-bench --listen "[::1]:0" --params 4096 --rounds 2' "$murmur" 2>"$tmp/stderr")" || rc=$?
     err="$(cat "$tmp/stderr")"
     if [ "$rc" != 0 ] || [[ "$out" != *'"event":"exchange_bench"'* ]]; then
         fail "exchange-bench over [::1] in a network namespace: status $rc"
