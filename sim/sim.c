@@ -325,6 +325,12 @@ static void arm(sim *S, uint32_t i, uint64_t not_before)
 
 static int cmp_pk(const void *a, const void *b) { return memcmp(a, b, 32); }
 
+/* Whether id is one of the n sorted public keys in set (sybils, colluders). */
+static bool pk_in(const uint8_t (*set)[32], uint32_t n, const uint8_t *id)
+{
+    return n && bsearch(id, set, n, 32, cmp_pk) != NULL;
+}
+
 static void on_log(sim *S, uint32_t i, const mm_action *a)
 {
     if (a->log == MM_LOG_SYNCED) S->nodes[i].synced = true;
@@ -333,15 +339,10 @@ static void on_log(sim *S, uint32_t i, const mm_action *a)
             S->ex_ok++, S->ex_ns += a->duration;
         else
             S->ex_failed++;
-        if (a->ok && a->initiator && S->s->eclipse_target == (int64_t)i) {
-            S->ex_target++;
-            uint8_t key[32];
-            memcpy(key, a->peer_id, 32);
-            const uint8_t(*hit)[32] = bsearch(key, S->collude_pk, S->ncollude_pk, 32, cmp_pk);
-            S->ex_target_colluder += hit && memcmp(*hit, S->nodes[i].sk + 32, 32) != 0;
-        }
+        if (a->ok && a->initiator && S->s->eclipse_target == (int64_t)i) /* the set holds the target too; never its own partner */
+            S->ex_target++, S->ex_target_colluder += pk_in(S->collude_pk, S->ncollude_pk, a->peer_id);
         if (a->ok && S->nsybil && !S->nodes[i].sybil) {
-            bool sy = bsearch(a->peer_id, S->sybil_pk, S->nsybil, 32, cmp_pk) != NULL;
+            bool sy = pk_in(S->sybil_pk, S->nsybil, a->peer_id);
             S->ex_honest[0]++, S->ex_honest_sybil[0] += sy;
             if (a->initiator) S->ex_honest[1]++, S->ex_honest_sybil[1] += sy;
         }
@@ -1209,7 +1210,10 @@ static void sybil_census(sim *S, mm_sim_result *r)
         const sim_node *nd = &S->nodes[i];
         if (nd->sybil || !nd->up || !nd->g) continue;
         uint32_t n = mm_gossip_peers(nd->g, v, MM_VIEW_SIZE), here = 0;
-        for (uint32_t k = 0; k < n; k++) here += node_of(S, v[k].addr) < S->n && S->nodes[node_of(S, v[k].addr)].sybil;
+        for (uint32_t k = 0; k < n; k++) {
+            uint32_t j = node_of(S, v[k].addr);
+            here += j < S->n && S->nodes[j].sybil;
+        }
         if (here > r->sybil_view_max) r->sybil_view_max = here;
         total += here;
         honest++;
