@@ -79,7 +79,7 @@ int mm_cmd_demo(int argc, char **argv)
     float lr = 0;
     int batch = 0;
     float momentum = -1.0f, skew = 1.0f;
-    const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32";
+    const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32", *devices = "cpu";
     bool json = false, no_clip = false;
     static const char *const model_choices[] = {"mlp", "cnn", NULL}, *const part_choices[] = {"iid", "label", NULL},
                              *const enc_choices[] = {"f32", "f16", "bf16", "q8", NULL};
@@ -93,6 +93,7 @@ int mm_cmd_demo(int argc, char **argv)
         {"encoding", MM_OPT_CHOICE, &encoding, "f32|f16|bf16|q8", "wire encoding (default f32)", 0, 0, enc_choices},
         {"throttle-node", MM_OPT_INT, &throttled, "I", "make node I slower (see --throttle)", 0, DEMO_MAX - 1, NULL},
         {"throttle", MM_OPT_FLOAT, &throttle, "FACTOR", "slow-down of --throttle-node (default 4)", 1, 1000, NULL},
+        {"devices", MM_OPT_STRING, &devices, "D[,D...]", "compute device of each node, cpu|cuda:N|auto, the list repeated over the nodes (default cpu)", 0, 0, NULL},
         {"seed", MM_OPT_U64, &seed, "S", "seed (default 0)", 0, 9.2e18, NULL},
         {"lr", MM_OPT_FLOAT, &lr, "X", "peak learning rate (default: train's)", 1e-9, 100, NULL},
         {"batch", MM_OPT_INT, &batch, "B", "batch size of every node (default: train's)", 1, 65536, NULL},
@@ -110,6 +111,32 @@ int mm_cmd_demo(int argc, char **argv)
                   .nopts = (int)(sizeof opts / sizeof opts[0])};
     int rc = mm_cli_parse(&cli, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
+    /* --devices: node i trains on item i mod count; each item is checked here, before any node starts. */
+    char devbuf[256], *dev[DEMO_MAX];
+    int ndev = 0;
+    if (strlen(devices) >= sizeof devbuf) {
+        fprintf(stderr, "murmur demo: --devices: too long\n");
+        return 2;
+    }
+    snprintf(devbuf, sizeof devbuf, "%s", devices);
+    for (char *save = NULL, *tok = strtok_r(devbuf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        bool ok = strcmp(tok, "cpu") == 0 || strcmp(tok, "auto") == 0;
+        if (!ok && strncmp(tok, "cuda:", 5) == 0 && tok[5] >= '0' && tok[5] <= '9') {
+            char *end = NULL;
+            ok = strtol(tok + 5, &end, 10) <= 1024 && !*end;
+        }
+        if (!ok || ndev == DEMO_MAX) {
+            fprintf(stderr, "murmur demo: --devices '%s': expected up to %d of cpu, cuda:N, auto, separated by commas\n",
+                    devices, DEMO_MAX);
+            return 2;
+        }
+        dev[ndev++] = tok;
+    }
+    if (ndev == 0) {
+        fprintf(stderr, "murmur demo: --devices '%s': expected up to %d of cpu, cuda:N, auto, separated by commas\n",
+                devices, DEMO_MAX);
+        return 2;
+    }
 
     char exe[4096], tmpl[] = "/tmp/murmur-demo-XXXXXX", path[4600];
     ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -161,7 +188,7 @@ int mm_cmd_demo(int argc, char **argv)
         snprintf(model_s, sizeof model_s, "%s", model);
         snprintf(part_s, sizeof part_s, "%s", partition);
         snprintf(enc_s, sizeof enc_s, "%s", encoding);
-        char *args[40];
+        char *args[48];
         int k = 0;
         args[k++] = exe, args[k++] = "train", args[k++] = "--model", args[k++] = model_s;
         args[k++] = "--epochs", args[k++] = ep, args[k++] = "--shard", args[k++] = shard;
@@ -170,6 +197,7 @@ int mm_cmd_demo(int argc, char **argv)
         args[k++] = "--checkpoint-dir", args[k++] = ndir, args[k++] = "--metrics", args[k++] = met;
         args[k++] = "--average-every", args[k++] = av, args[k++] = "--encoding", args[k++] = enc_s;
         args[k++] = "--throttle", args[k++] = th, args[k++] = "--json";
+        args[k++] = "--device", args[k++] = dev[i % ndev];
         char lr_s[32];
         snprintf(lr_s, sizeof lr_s, "%g", (double)lr);
         if (lr > 0) args[k++] = "--lr", args[k++] = lr_s;

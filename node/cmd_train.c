@@ -12,7 +12,7 @@
 #include "trainer.h"
 #include "util.h"
 
-static const char *const model_choices[] = {"mlp", "cnn", NULL};
+static const char *const *const model_choices = mm_model_names;
 static const char *const opt_choices[] = {"sgd", "adamw", NULL};
 static const char *const part_choices[] = {"iid", "label", NULL};
 
@@ -104,7 +104,7 @@ int mm_cmd_train(int argc, char **argv)
     c->clip_norm = -1.0f; /* default: decided by the mode below */
     const mm_cli_opt opts[] = {
         {"solo", MM_OPT_FLAG, &a.solo, NULL, "train alone, without a network", 0, 0, NULL},
-        {"model", MM_OPT_CHOICE, &c->model, "mlp|cnn", "model to train (default mlp)", 0, 0, model_choices},
+        {"model", MM_OPT_CHOICE, &c->model, "mlp|cnn|mlp4k", "model to train (default mlp)", 0, 0, model_choices},
         {"epochs", MM_OPT_INT, &c->epochs, "N", "passes over the (shard of the) training set (default 10)", 1, 10000, NULL},
         {"data", MM_OPT_STRING, &c->data_dir, "DIR", "Fashion-MNIST directory (default " MM_DATA_DEFAULT_DIR ")", 0, 0, NULL},
         {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
@@ -257,9 +257,9 @@ int mm_cmd_train(int argc, char **argv)
     }
     double wall = mm_now_s() - start;
     if (a.json)
-        printf("{\"event\":\"final\",\"model\":\"%s\",\"test_acc\":%.4f,\"epochs\":%d,\"samples\":%llu,\"steps\":%llu,"
-               "\"wall_s\":%.2f,\"train_samples_per_s\":%.0f,\"peak_rss_kib\":%ld}\n",
-               t.cfg.model, acc, c->epochs, (unsigned long long)t.samples, (unsigned long long)t.step, wall,
+        printf("{\"event\":\"final\",\"model\":\"%s\",\"backend\":\"%s\",\"test_acc\":%.4f,\"epochs\":%d,"
+               "\"samples\":%llu,\"steps\":%llu,\"wall_s\":%.2f,\"train_samples_per_s\":%.0f,\"peak_rss_kib\":%ld}\n",
+               t.cfg.model, t.be.ops->name, acc, c->epochs, (unsigned long long)t.samples, (unsigned long long)t.step, wall,
                train_s > 0 ? (double)t.samples / train_s : 0.0, mm_peak_rss_kib());
     else if (!a.quiet)
         printf("final: test accuracy %.2f %% after %d epochs, %llu samples, %.1f s\n", acc * 100, c->epochs,

@@ -939,10 +939,10 @@ static void print_final(netnode *n, const mb_msg *m)
            (unsigned long long)m->step, (unsigned long long)m->samples, (unsigned long long)n->st.exchanges_ok);
     if (n->tty && !n->cfg.quiet) fprintf(stderr, "\r%100s\r", "");
     if (n->cfg.json)
-        printf("{\"event\":\"final\",\"id\":\"%s\",\"model\":\"%s\",\"test_acc\":%.4f,\"epochs\":%u,\"samples\":%llu,"
+        printf("{\"event\":\"final\",\"id\":\"%s\",\"model\":\"%s\",\"backend\":\"%s\",\"test_acc\":%.4f,\"epochs\":%u,\"samples\":%llu,"
                "\"steps\":%llu,\"wall_s\":%.2f,\"exchanges_ok\":%llu,\"exchanges_failed\":%llu,\"bytes_in\":%llu,"
                "\"bytes_out\":%llu,\"peak_rss_kib\":%ld}\n",
-               n->id_hex, n->cfg.tc.model, m->acc, m->epoch, (unsigned long long)m->samples,
+               n->id_hex, n->cfg.tc.model, n->tr.be.ops->name, m->acc, m->epoch, (unsigned long long)m->samples,
                (unsigned long long)m->step, wall, (unsigned long long)n->st.exchanges_ok,
                (unsigned long long)n->st.exchanges_failed, (unsigned long long)n->st.bytes_in,
                (unsigned long long)n->st.bytes_out, mm_peak_rss_kib());

@@ -7,7 +7,7 @@
 
 #include "mm_rng.h"
 
-const char *const mm_model_names[] = {"mlp", "cnn", NULL};
+const char *const mm_model_names[] = {"mlp", "cnn", "mlp4k", NULL};
 
 /* The architecture as a list of layer specs; geometry is derived from these. */
 typedef struct {
@@ -37,6 +37,13 @@ static const model_spec specs[] = {
       {MM_LAYER_MAXPOOL, NULL, 0, 0, 0, false},
       {MM_LAYER_LINEAR, "fc1", 128, 0, 0, true},
       {MM_LAYER_LINEAR, "fc2", 10, 0, 0, false}}},
+    /* 53.6 M parameters: large enough that a GPU, not the host, is the bottleneck (docs/gpu.md). */
+    {"mlp4k", 1, 1, 784, 10, 5,
+     {{MM_LAYER_LINEAR, "fc1", 4096, 0, 0, true},
+      {MM_LAYER_LINEAR, "fc2", 4096, 0, 0, true},
+      {MM_LAYER_LINEAR, "fc3", 4096, 0, 0, true},
+      {MM_LAYER_LINEAR, "fc4", 4096, 0, 0, true},
+      {MM_LAYER_LINEAR, "fc5", 10, 0, 0, false}}},
 };
 
 static const model_spec *find_spec(const char *name)

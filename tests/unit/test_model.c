@@ -131,10 +131,19 @@ static void test_layouts(void **state)
     assert_int_equal(m->classes, 10);
     mm_model_free(m);
 
+    /* The wide MLP for GPU benchmarks: 784-4096-4096-4096-4096-10. */
+    mm_layout wide;
+    assert_int_equal(mm_model_layout(&wide, "mlp4k", &err), MM_OK);
+    assert_int_equal(wide.n, 10);
+    size_t wide_sum = 0;
+    for (uint32_t i = 0; i < wide.n; i++) wide_sum += wide.t[i].count;
+    assert_int_equal(wide_sum, 784 * 4096 + 4096 + 3 * (4096 * 4096 + 4096) + 4096 * 10 + 10);
+
     /* The list of names. */
     assert_string_equal(mm_model_names[0], "mlp");
     assert_string_equal(mm_model_names[1], "cnn");
-    assert_null(mm_model_names[2]);
+    assert_string_equal(mm_model_names[2], "mlp4k");
+    assert_null(mm_model_names[3]);
 
     assert_int_equal(mm_model_layout(&b, "resnet", &err), MM_ERR_INVALID);
     assert_non_null(strstr(err.msg, "resnet"));

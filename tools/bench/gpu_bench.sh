@@ -3,15 +3,19 @@
 # bandwidth against a device-to-device cudaMemcpy, then murmur's training throughput side by side
 # with PyTorch (eager, torch.cuda) on the same GPU. docs/gpu.md says what each line means.
 #
-# Usage: tools/bench/gpu_bench.sh [--device N] [--models mlp,cnn] [--large B] [--data DIR] [--no-build]
+# Usage: tools/bench/gpu_bench.sh [--device N] [--models mlp,cnn,mlp4k] [--large B] [--data DIR] [--no-build]
+#                                 [--build DIR] [--skip-parity]
 #
 #   --device   CUDA device index (default 0): murmur --device cuda:N, torch cuda:N
-#   --models   comma-separated subset of mlp,cnn (default both)
+#   --models   comma-separated subset of mlp,cnn,mlp4k (default all three; mlp4k is
+#              784-4096-4096-4096-4096-10, 53.6 M parameters, where the GPU is the bottleneck)
 #   --large    the large batch size measured after 128 (default 4096)
 #   --data     Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist); when it is
 #              missing, a synthetic set of the same shape is written to a temporary directory
 #              (throughput does not depend on pixel values) and the lines say "data":"synthetic"
-#   --no-build use build-gpu/ as it is
+#   --no-build use the build directory as it is
+#   --build    the build directory (default build-gpu/)
+#   --skip-parity  do not run the parity test first (a caller that has just run it)
 #
 # Prints JSON lines on stdout, progress on stderr:
 #   {"event":"parity","ok",...}                    test_gpu_parity (the run stops if it fails or skips)
@@ -29,8 +33,9 @@ py="${PYTHON:-/usr/bin/python3}"
 build="$root/build-gpu"
 
 device=0
-models=mlp,cnn
+models=mlp,cnn,mlp4k
 large=4096
+parity=1
 data=/usr/share/datasets/fashion-mnist
 do_build=1
 while [ $# -gt 0 ]; do
@@ -40,7 +45,9 @@ while [ $# -gt 0 ]; do
     --large) large="${2:?--large needs a value}"; shift 2 ;;
     --data) data="${2:?--data needs a value}"; shift 2 ;;
     --no-build) do_build=0; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --build) build="${2:?--build needs a value}"; shift 2 ;;
+    --skip-parity) parity=0; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_bench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
 done
@@ -49,7 +56,7 @@ for v in "$device" "$large"; do
 done
 IFS=, read -r -a model_list <<<"$models"
 for m in "${model_list[@]}"; do
-    case "$m" in mlp|cnn) ;; *) echo "gpu_bench.sh: unknown model '$m' (mlp, cnn)" >&2; exit 2 ;; esac
+    case "$m" in mlp|cnn|mlp4k) ;; *) echo "gpu_bench.sh: unknown model '$m' (mlp, cnn, mlp4k)" >&2; exit 2 ;; esac
 done
 
 tmp="$(mktemp -d)"
@@ -71,7 +78,8 @@ fi
 
 # ---- parity
 
-echo "== parity test (build-gpu/tests/test_gpu_parity)" >&2
+if [ "$parity" = 1 ]; then
+echo "== parity test ($build/tests/test_gpu_parity)" >&2
 status=0
 OPENBLAS_NUM_THREADS=1 "$build/tests/test_gpu_parity" >"$tmp/parity.log" 2>&1 || status=$?
 cat "$tmp/parity.log" >&2
@@ -83,6 +91,7 @@ if [ "$status" != 0 ] || [ "$skipped" != 0 ]; then
 fi
 inexact="$(awk '/ inexact$/ && $(NF-1) != 0 {n++} END {print n + 0}' "$tmp/parity.log")"
 echo "{\"event\":\"parity\",\"ok\":true,\"elementwise_lines_not_exact\":$inexact}"
+fi
 
 # ---- merge bandwidth
 
@@ -129,8 +138,19 @@ import json, statistics, sys, time
 bench_dir, device, name, batch, batches, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
 sys.path.insert(0, bench_dir)
 import torch
+import torch.nn as nn
 import fmnist_data
 from torch_train import MODELS, as_input, build, train_step
+
+if name == "mlp4k":  # not in torch_train.py: the same 784-4096x4-10 as murmur's mlp4k
+    MODELS = dict(MODELS, mlp4k=MODELS["mlp"])
+    def build(name):
+        dims = [784, 4096, 4096, 4096, 4096]
+        layers = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(4096, 10))
+    as_input = lambda name, x: x
 
 if not torch.cuda.is_available():
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "error": "this torch has no CUDA"}), flush=True)
@@ -168,8 +188,8 @@ EOF
 
 for m in "${model_list[@]}"; do
     for b in 128 "$large"; do
-        # Windows of about 256k (mlp) or 100k (cnn) examples, 4 batches at least.
-        if [ "$m" = mlp ]; then nb=$((256000 / b)); else nb=$((102400 / b)); fi
+        # Windows of about 256k (mlp), 100k (cnn) or 64k (mlp4k) examples, 4 batches at least.
+        case "$m" in mlp) nb=$((256000 / b)) ;; cnn) nb=$((102400 / b)) ;; *) nb=$((65536 / b)) ;; esac
         [ "$nb" -ge 4 ] || nb=4
         reps=5
         echo "== $m, batch $b: murmur ($nb batches x $reps)" >&2
