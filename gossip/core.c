@@ -857,6 +857,7 @@ static void log_exchange(mm_gossip *g, exch *x, bool ok, const char *why, uint64
     a->bytes_in = x->recv_bytes;
     a->bytes_out = x->sent_bytes;
     a->duration = now - x->started;
+    a->peer_samples = x->peer_samples;
     char h[17];
     hex8(x->peer_id, h);
     snprintf(a->text, sizeof a->text, "%s %s with %s: %s", x->kind == EXCH_SYNC ? "sync" : "exchange",

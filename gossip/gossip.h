@@ -145,6 +145,7 @@ typedef struct {
     bool initiator;      /* EXCHANGE: we started it (we chose the partner) */
     uint8_t peer_id[MM_ID_BYTES];
     uint64_t bytes_in, bytes_out, duration;
+    uint64_t peer_samples; /* EXCHANGE: examples the peer said it had trained on (0: not said) */
     char text[160];
 } mm_action;
 

@@ -403,6 +403,23 @@ __global__ void merge_kernel(float *x, const float *a, const float *b, float w, 
     FOR_EACH(size_t, i, n) x[i] += w * (a[i] - b[i]);
 }
 
+/* A batch from the dataset on the device: the loader's 256-entry table is read once per block. */
+template <typename I>
+__global__ void gather_u8_kernel(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels, const uint32_t *idx,
+                                 I n, I pixels, const float *table)
+{
+    __shared__ float t[256];
+    for (unsigned v = threadIdx.x; v < 256; v += blockDim.x) t[v] = table[v];
+    __syncthreads();
+    FOR_EACH(I, k, n)
+    {
+        const I i = k / pixels, j = k - i * pixels;
+        const uint32_t e = idx[i];
+        x[k] = t[images[(size_t)e * pixels + j]];
+        if (j == 0) y[i] = labels[e];
+    }
+}
+
 /* ---- operations ---- */
 
 void cu_destroy(mm_backend *be)
@@ -511,6 +528,25 @@ void cu_gemm(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
     if (!s || m == 0 || n == 0) return;
     OK(s, cublasSgemm, s->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb,
        a, lda, &beta, c, ldc);
+}
+
+int cu_set_tf32(mm_backend *be, bool on)
+{
+    cuda_state *s = enter(be);
+    return s && OK(s, cublasSetMathMode, s->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) ? 0 : -1;
+}
+
+void cu_gather_u8(mm_backend *be, float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                  const uint32_t *idx, uint32_t n, uint32_t pixels, const float *table)
+{
+    const size_t total = (size_t)n * pixels;
+    cuda_state *s = enter(be);
+    if (!s || pixels == 0) return;
+    if (total < kNarrow)
+        launch(s, "gather_u8", gather_u8_kernel<uint32_t>, total, x, y, images, labels, idx, (uint32_t)total, pixels,
+               table);
+    else
+        launch(s, "gather_u8", gather_u8_kernel<size_t>, total, x, y, images, labels, idx, total, (size_t)pixels, table);
 }
 
 void cu_bias_act(mm_backend *be, float *y, const float *bias, int rows, int cols, bool relu)
@@ -652,6 +688,8 @@ mm_backend_ops make_ops()
     o.sgd_step = cu_sgd_step;
     o.adamw_step = cu_adamw_step;
     o.merge = cu_merge;
+    o.gather_u8 = cu_gather_u8;
+    o.set_tf32 = cu_set_tf32;
     return o;
 }
 

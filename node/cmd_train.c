@@ -109,6 +109,7 @@ int mm_cmd_train(int argc, char **argv)
         {"data", MM_OPT_STRING, &c->data_dir, "DIR", "Fashion-MNIST directory (default " MM_DATA_DEFAULT_DIR ")", 0, 0, NULL},
         {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
         {"threads", MM_OPT_INT, &c->threads, "T", "compute threads (default 1)", 1, 256, NULL},
+        {"tf32", MM_OPT_FLAG, &c->tf32, NULL, "with a GPU: matrix products on TF32 tensor cores (faster; about 1e-3 relative error, default full fp32)", 0, 0, NULL},
         {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N|auto", "compute device (default cpu; auto: a GPU if usable, else the CPU)", 0, 0, NULL},
         {"batch", MM_OPT_INT, &c->batch, "B", "examples per step (default 128)", 1, 65536, NULL},
         {"lr", MM_OPT_FLOAT, &c->lr, "X", "peak learning rate (default: sgd 0.1 mlp / 0.05 cnn, adamw 0.001)", 1e-9, 100, NULL},
@@ -145,6 +146,7 @@ int mm_cmd_train(int argc, char **argv)
         {"checkpoint-seconds", MM_OPT_FLOAT, &a.nc.checkpoint_seconds, "T", "checkpoint every T seconds too (default 10)", 0, 86400, NULL},
         {"metrics", MM_OPT_STRING, &a.nc.metrics_file, "FILE", "append JSON-lines metrics to FILE", 0, 0, NULL},
         {"throttle", MM_OPT_FLOAT, &a.nc.throttle, "FACTOR", "run FACTOR times slower (emulates a slower machine)", 1, 1000, NULL},
+        {"linger", MM_OPT_FLOAT, &a.nc.linger, "T", "after the last epoch, keep averaging while partners still train, at most T seconds (default 120; 0: three last exchanges only)", 0, 86400, NULL},
         {"join-timeout", MM_OPT_FLOAT, &a.nc.join_timeout, "T", "seconds to reach a bootstrap peer (default 10)", 0.1, 3600, NULL},
         {"crypto-threads", MM_OPT_INT, &a.nc.crypto_threads, "T", "extra threads that encrypt outgoing parameters (default 0)", 0, 64, NULL},
         {"view-per-prefix", MM_OPT_INT, &a.nc.view_per_prefix, "N", "peers kept in the view per IPv4 /24 or IPv6 /48 (default 2; raise it where many nodes share a subnet)", 1, 32, NULL},
@@ -165,6 +167,7 @@ int mm_cmd_train(int argc, char **argv)
     a.nc.throttle = 1.0f;
     a.nc.checkpoint_seconds = 10.0f;
     a.nc.join_timeout = 10.0f;
+    a.nc.linger = 120.0f;
     int rc = mm_cli_parse(&cli, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     c->nesterov = !a.no_nesterov;

@@ -26,6 +26,7 @@
 #define MAX_SNAPS 16
 #define FINISH_WAIT_S 5.0
 #define FINAL_ROUNDS 3 /* exchanges after the last epoch */
+#define LINGER_PEERS 64 /* partners whose trained-examples count a node remembers */
 
 typedef enum { ST_JOINING, ST_TRAINING, ST_FINISHING, ST_STOPPING, ST_LEAVING, ST_DONE } node_state;
 
@@ -71,6 +72,19 @@ typedef struct netnode {
     double state_since, start;
     bool synced, resumed, sync_requested;
     uint64_t ex_mark;
+    /* Lingering (--linger, docs/protocol.md): a node that has trained its epochs keeps averaging,
+     * without training, while its partners still train, so that a fast node (a GPU among CPUs) ends
+     * at the network's consensus instead of its own early model. A partner "still trains" when the
+     * examples count it sends grew since our last exchange with it. */
+    struct {
+        uint8_t id[MM_ID_BYTES];
+        uint64_t samples;
+        bool trains; /* its count grew between our last two exchanges with it */
+    } seen[LINGER_PEERS];
+    int nseen, seen_next;
+    double linger_every;    /* seconds between our exchanges while lingering: training's own cadence */
+    double last_avg_t, train_t0;
+    uint64_t train_ex0;
     char ckpt_path[4096], status_path[4096];
     FILE *metrics;
     char id_hex[17];
@@ -197,22 +211,8 @@ static bool trainer_handle(netnode *n, mb_msg *m)
         break;
     case MB_MERGE:
         if (m->snap) {
-            if (be->ops->host_visible) {
-                be->ops->merge(be, t->model->params, m->peer, m->snap, m->weight, total);
-            } else { /* stage through the device: x += w * (peer - snap) */
-                float *d = malloc(total * sizeof(float));
-                if (d) {
-                    for (size_t i = 0; i < total; i++) d[i] = m->peer[i] - m->snap[i];
-                    float *dd = be->ops->alloc(be, total * sizeof(float)), *z = be->ops->alloc(be, total * sizeof(float));
-                    if (dd && z) {
-                        be->ops->to_device(be, dd, d, total * sizeof(float));
-                        be->ops->merge(be, t->model->params, dd, z, m->weight, total);
-                    }
-                    be->ops->release(be, dd);
-                    be->ops->release(be, z);
-                    free(d);
-                }
-            }
+            if (mm_trainer_merge(t, m->peer, m->snap, m->weight) != 0)
+                fprintf(stderr, "murmur: no device memory for a merge: this exchange's average is skipped\n");
         } else { /* state sync: take the network's parameters, restart momentum */
             be->ops->to_device(be, t->model->params, m->peer, total * sizeof(float));
             if (t->opt.v) be->ops->fill(be, t->opt.v, total, 0.0f);
@@ -522,6 +522,36 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ------------------------------------------------- carrying out actions */
 
+/* Record a partner's examples count after an exchange: it still trains if the count grew since our
+ * last exchange with it, or if it is new to us. */
+static void partner_seen(netnode *n, const uint8_t *id, uint64_t samples)
+{
+    for (int i = 0; i < n->nseen; i++)
+        if (memcmp(n->seen[i].id, id, MM_ID_BYTES) == 0) {
+            n->seen[i].trains = samples > n->seen[i].samples;
+            n->seen[i].samples = samples;
+            return;
+        }
+    int i = n->nseen < LINGER_PEERS ? n->nseen++ : n->seen_next++ % LINGER_PEERS;
+    memcpy(n->seen[i].id, id, MM_ID_BYTES);
+    n->seen[i].samples = samples;
+    n->seen[i].trains = true;
+}
+
+/* A partner left or was declared dead: it no longer keeps a lingering node. */
+static void partner_gone(netnode *n, const uint8_t *id)
+{
+    for (int i = 0; i < n->nseen; i++)
+        if (memcmp(n->seen[i].id, id, MM_ID_BYTES) == 0) n->seen[i].trains = false;
+}
+
+static int partners_training(const netnode *n)
+{
+    int k = 0;
+    for (int i = 0; i < n->nseen; i++) k += n->seen[i].trains;
+    return k;
+}
+
 static void on_log(netnode *n, const mm_action *a)
 {
     char peer[17], text[400];
@@ -535,6 +565,7 @@ static void on_log(netnode *n, const mm_action *a)
                peer, a->ok ? "true" : "false", (unsigned long long)a->bytes_in, (unsigned long long)a->bytes_out,
                (double)a->duration / 1e6, n->cfg.encoding, text);
         if (!a->ok) say(n, "%s", a->text);
+        if (a->ok && a->peer_samples > 0) partner_seen(n, a->peer_id, a->peer_samples);
         if (n->bench.running) {
             n->bench.logged = true;
             if (!a->ok) n->bench.running = false; /* bench_next tries again */
@@ -547,6 +578,7 @@ static void on_log(netnode *n, const mm_action *a)
         break;
     case MM_LOG_PEER_DOWN:
         metric(n, "\"event\":\"peer_down\",\"peer\":\"%s\",\"text\":\"%s\"", peer, text);
+        partner_gone(n, a->peer_id);
         say(n, "%s", a->text);
         if (n->cfg.bench_params && n->cfg.bootstrap.n == 0 && n->state == ST_TRAINING) /* served: done */
             stop_trainer(n);
@@ -680,6 +712,9 @@ static void start_training(netnode *n)
     mb_msg m = {.kind = MB_AVERAGE}; /* START */
     mb_post(&n->to_trainer, &m);
     set_state(n, ST_TRAINING);
+    mm_gossip_get_stats(n->g, &n->st);
+    n->train_t0 = mm_now_s();
+    n->train_ex0 = n->st.exchanges_ok;
 }
 
 static void stop_trainer(netnode *n)
@@ -897,12 +932,16 @@ static void on_tick(uv_timer_t *t)
             if (n->pending_merges == 0 || now - n->state_since > FINISH_WAIT_S) stop_trainer(n);
             break;
         }
-        uint64_t ok = n->st.exchanges_ok;
-        if ((ok >= n->ex_mark + FINAL_ROUNDS && n->pending_merges == 0) || now - n->state_since > FINISH_WAIT_S ||
-            n->st.view == 0) {
+        /* With --linger, also until no partner we know of still trains, exchanging at the cadence
+         * of our own training's exchanges. */
+        const bool linger = n->cfg.linger > 0;
+        bool rounds = n->st.exchanges_ok >= n->ex_mark + FINAL_ROUNDS, quiet = !linger || partners_training(n) == 0;
+        double cap = linger ? (double)n->cfg.linger : FINISH_WAIT_S;
+        if ((rounds && quiet && n->pending_merges == 0) || now - n->state_since > cap || n->st.view == 0) {
+            if (linger && !quiet) say(n, "partners still train after --linger %.0f s: leaving", (double)n->cfg.linger);
             stop_trainer(n);
-        } else if (n->pending_merges == 0) {
-            mm_gossip_average_now(n->g, now_ns()); /* refused while one is running: fine */
+        } else if (n->pending_merges == 0 && now - n->last_avg_t >= (linger ? n->linger_every : 0)) {
+            if (mm_gossip_average_now(n->g, now_ns()) == 0) n->last_avg_t = now; /* refused while one runs: fine */
             flush(n);
         }
         break;
@@ -1007,8 +1046,18 @@ static void on_wake(uv_async_t *a)
                 /* One last average so the network ends close together. */
                 mm_gossip_get_stats(n->g, &n->st);
                 n->ex_mark = n->st.exchanges_ok;
+                double trained_s = mm_now_s() - n->train_t0;
+                uint64_t ex = n->st.exchanges_ok - n->train_ex0;
+                n->linger_every = trained_s / (double)(ex ? ex : 1);
+                if (n->linger_every < 0.2) n->linger_every = 0.2; /* partners still training pay for each */
+                if (n->linger_every > 2.0) n->linger_every = 2.0;
+                n->last_avg_t = mm_now_s();
                 set_state(n, ST_FINISHING);
-                if (mm_gossip_average_now(n->g, now_ns()) != 0) stop_trainer(n);
+                if (n->cfg.linger > 0 && partners_training(n) > 0)
+                    say(n, "trained: averaging while %d partner(s) still train (at most %.0f s)", partners_training(n),
+                        (double)n->cfg.linger);
+                if (mm_gossip_average_now(n->g, now_ns()) != 0 && (n->cfg.linger <= 0 || n->st.view == 0))
+                    stop_trainer(n);
                 flush(n);
             }
             break;

@@ -37,6 +37,8 @@ typedef struct {
     bool no_clip;              /* turn off per-tensor distance clipping */
     bool json, quiet;
     float join_timeout;        /* seconds to reach a bootstrap peer */
+    float linger;              /* after the last epoch, at most this many seconds averaging (without
+                                * training) while partners still train; 0: FINAL_ROUNDS exchanges only */
     int crypto_threads;        /* workers besides the loop thread that seal outgoing DATA frames (0: none) */
     int view_per_prefix;       /* view entries per IPv4 /24 or IPv6 /48 (0: MM_VIEW_PER_PREFIX) */
     int conns_per_prefix;      /* connections per IPv4 /24 or IPv6 /48 (0: MM_CONNS_PER_PREFIX) */

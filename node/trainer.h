@@ -21,6 +21,7 @@ typedef struct {
     int batch;
     int threads;
     const char *device;   /* "cpu" (or NULL) | "cuda" | "cuda:N" */
+    bool tf32;            /* GPU matrix products on TF32 tensor cores (the backend's set_tf32) */
     uint64_t seed;
     float lr;            /* 0: the model's default */
     float momentum;
@@ -46,6 +47,12 @@ typedef struct {
     mm_loader loader;
     float *xbuf;    /* host staging when the backend is not host-visible */
     int32_t *ybuf;
+    /* The training set kept on a backend with gather_u8 (a GPU): a step uploads only its batch's
+     * indices, and the device converts the pixels. NULL: batches are converted on the host. */
+    uint8_t *d_images, *d_labels;
+    uint32_t *d_idx, *h_idx;
+    float *d_table;
+    float *d_peer, *d_snap; /* mm_trainer_merge's operands on a device backend (allocated at first use) */
     uint64_t step, samples;
     uint64_t loss_examples; /* examples behind model->stats */
     uint32_t epoch; /* completed epochs */
@@ -75,6 +82,10 @@ uint32_t mm_trainer_step(mm_trainer *t);
 /* Read and reset the loss accumulated since the last call: mean loss per
  * example and the number of examples (0 if none). */
 double mm_trainer_take_loss(mm_trainer *t, uint64_t *count);
+/* The averaging merge into the live parameters: params += w * (peer - snap), peer and snap host
+ * vectors of the layout's total floats. On a device backend both are uploaded to buffers kept for
+ * the next merge and the merge runs there. -1 (nothing merged) if device memory for them is short. */
+int mm_trainer_merge(mm_trainer *t, const float *peer, const float *snap, float w);
 /* Accuracy in [0,1] of the current parameters on ds; mean loss into *loss. */
 double mm_trainer_evaluate(mm_trainer *t, const mm_dataset *ds, double *loss);
 

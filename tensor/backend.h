@@ -104,6 +104,16 @@ typedef struct {
     void (*adamw_step)(mm_backend *be, float *p, const float *g, float *m, float *v, size_t n, const mm_opt_step *s);
     /* The averaging merge: x[n] += w * (a[n] - b[n]). */
     void (*merge)(mm_backend *be, float *x, const float *a, const float *b, float w, size_t n);
+
+    /* Optional (NULL: the host converts batches, mm_loader_next): a batch gathered from a dataset
+     * kept in the backend's memory, x[i*pixels + j] = table[images[idx[i]*pixels + j]] and
+     * y[i] = labels[idx[i]] for i < n. images and labels (bytes), idx and table (256 floats, the
+     * loader's) are buffers from alloc. The trainer uses it where buffers are not host-visible. */
+    void (*gather_u8)(mm_backend *be, float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                      const uint32_t *idx, uint32_t n, uint32_t pixels, const float *table);
+    /* Optional (NULL: fp32 only): gemm on TF32 tensor cores (on) or in full fp32 (off, the default).
+     * Returns 0, or -1 after a device error. */
+    int (*set_tf32)(mm_backend *be, bool on);
 } mm_backend_ops;
 
 struct mm_backend {

@@ -423,19 +423,34 @@ void mm_loader_free(mm_loader *ld)
     memset(ld, 0, sizeof *ld);
 }
 
-uint32_t mm_loader_next(mm_loader *ld, float *x, int32_t *y, uint32_t max)
+/* The size of the next batch (ld->order[ld->pos..+k)); 0 at the end of an epoch, which it reports
+ * once and reshuffles for the next. */
+static uint32_t loader_take(mm_loader *ld, uint32_t max)
 {
     if (!ld || !ld->ds || max == 0) return 0;
     if (ld->pos >= ld->count) {
-        /* End of the epoch: report it once and reshuffle for the next one. */
         ld->epoch++;
         ld->pos = 0;
         loader_shuffle(ld);
         return 0;
     }
+    return ld->count - ld->pos < max ? ld->count - ld->pos : max;
+}
+
+uint32_t mm_loader_next_indices(mm_loader *ld, uint32_t *idx, uint32_t max)
+{
+    uint32_t k = loader_take(ld, max);
+    if (k) memcpy(idx, ld->order + ld->pos, (size_t)k * sizeof *idx);
+    ld->pos += k;
+    return k;
+}
+
+uint32_t mm_loader_next(mm_loader *ld, float *x, int32_t *y, uint32_t max)
+{
+    uint32_t k = loader_take(ld, max);
+    if (k == 0) return 0;
     const mm_dataset *ds = ld->ds;
     size_t pixels = (size_t)ds->rows * ds->cols;
-    uint32_t k = ld->count - ld->pos < max ? ld->count - ld->pos : max;
     for (uint32_t i = 0; i < k; i++) {
         uint32_t e = ld->order[ld->pos + i];
         if (x) {

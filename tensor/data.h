@@ -80,5 +80,8 @@ void mm_loader_start_epoch(mm_loader *ld, uint32_t epoch);
  * labels. Returns how many were filled; 0 means the epoch is over, and the
  * next call starts the next epoch with a fresh shuffle. */
 uint32_t mm_loader_next(mm_loader *ld, float *x, int32_t *y, uint32_t max);
+/* The same draw as mm_loader_next, as dataset indices into idx[max] instead of converted examples
+ * (for a backend that gathers batches itself, mm_backend_ops.gather_u8). */
+uint32_t mm_loader_next_indices(mm_loader *ld, uint32_t *idx, uint32_t max);
 
 #endif

@@ -719,6 +719,46 @@ static void test_loader_subset_partial(void **state)
     mm_dataset_free(&ds);
 }
 
+/* mm_loader_next_indices draws what mm_loader_next draws: the same examples in the same order,
+ * the same partial batch and end-of-epoch report, across a reshuffle. */
+static void test_loader_indices(void **state)
+{
+    (void)state;
+    mm_dataset ds;
+    synth(&ds, 300);
+    uint32_t sub[37];
+    for (uint32_t i = 0; i < 37; i++) sub[i] = (i * 7 + 3) % 300;
+    mm_loader a, b;
+    assert_int_equal(mm_loader_init(&a, &ds, sub, 37, 5), MM_OK);
+    assert_int_equal(mm_loader_init(&b, &ds, sub, 37, 5), MM_OK);
+    const size_t px = (size_t)ds.rows * ds.cols;
+    float *x = malloc(8 * px * sizeof *x);
+    assert_non_null(x);
+    int32_t y[8];
+    uint32_t idx[8];
+    int batches = 0, ends = 0;
+    for (int call = 0; call < 14; call++) { /* two epochs of 5 batches, each ended by a 0 */
+        uint32_t ka = mm_loader_next(&a, x, y, 8), kb = mm_loader_next_indices(&b, idx, 8);
+        assert_int_equal(ka, kb);
+        if (ka == 0) {
+            ends++;
+            continue;
+        }
+        batches++;
+        for (uint32_t i = 0; i < ka; i++) {
+            assert_int_equal(y[i], ds.labels[idx[i]]);
+            for (size_t j = 0; j < px; j++) assert_true(x[i * px + j] == a.table[ds.images[idx[i] * px + j]]);
+        }
+    }
+    assert_int_equal(batches, 12);
+    assert_int_equal(ends, 2);
+    assert_int_equal(mm_loader_next_indices(&b, idx, 0), 0);
+    free(x);
+    mm_loader_free(&a);
+    mm_loader_free(&b);
+    mm_dataset_free(&ds);
+}
+
 static void test_loader_scaling(void **state)
 {
     (void)state;
@@ -742,6 +782,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_valid),
+        cmocka_unit_test(test_loader_indices),
         cmocka_unit_test(test_parse_bad_magic),
         cmocka_unit_test(test_parse_bad_type),
         cmocka_unit_test(test_parse_bad_ndim),

@@ -56,6 +56,7 @@ int main(void)
 
 #include "backend.h"
 #include "backend_cuda.h"
+#include "data.h"
 #include "model.h"
 #include "mm_rng.h"
 #include "optim.h"
@@ -302,7 +303,7 @@ static void test_sticky_error(void **state)
 
 /* ---- gemm ---- */
 
-static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad)
+static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad, double rtol)
 {
     const int arows = ta ? k : m, acols = ta ? m : k, lda = acols + pad;
     const int brows = tb ? n : k, bcols = tb ? k : n, ldb = bcols + pad;
@@ -349,9 +350,9 @@ static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float 
                 continue;
             }
             const double d = fabs((double)g[e] - (double)c[e]);
-            if (!(d <= 1e-4 * scale[e]))
-                fail_msg("%s[%d,%d]: gpu %.9g, cpu %.9g (|diff| %.3g > 1e-4 x %.3g)", what, i, j, (double)g[e],
-                         (double)c[e], d, scale[e]);
+            if (!(d <= rtol * scale[e]))
+                fail_msg("%s[%d,%d]: gpu %.9g, cpu %.9g (|diff| %.3g > %.0e x %.3g)", what, i, j, (double)g[e],
+                         (double)c[e], d, rtol, scale[e]);
             if (scale[e] > 0 && d / scale[e] > worst) worst = d / scale[e];
         }
     for (size_t e = tw_c.n; e < tw_c.n + GUARD; e++)
@@ -374,17 +375,98 @@ static void test_gemm(void **state)
     need_gpu(4);
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            gemm_case(ta, tb, 37, 29, 53, 0.7f, -1.3f, 3);
-            gemm_case(ta, tb, 37, 29, 53, 1.0f, 0.0f, 0);
-            gemm_case(ta, tb, 1, 1, 1, 1.0f, 0.0f, 2);
+            gemm_case(ta, tb, 37, 29, 53, 0.7f, -1.3f, 3, 1e-4);
+            gemm_case(ta, tb, 37, 29, 53, 1.0f, 0.0f, 0, 1e-4);
+            gemm_case(ta, tb, 1, 1, 1, 1.0f, 0.0f, 2, 1e-4);
         }
     /* The models' shapes at batch 128 (mlp) and 8 (cnn): forward, dW, dX. */
-    gemm_case(false, false, 128, 512, 784, 1.0f, 0.0f, 0);
-    gemm_case(true, false, 784, 512, 128, 1.0f, 0.0f, 0);
-    gemm_case(false, true, 128, 784, 512, 1.0f, 0.0f, 0);
-    gemm_case(false, false, 8 * 784, 32, 25, 1.0f, 0.0f, 0);
-    gemm_case(true, false, 800, 64, 8 * 196, 1.0f, 0.0f, 0);
-    gemm_case(false, true, 8 * 196, 800, 64, 1.0f, 0.0f, 0);
+    gemm_case(false, false, 128, 512, 784, 1.0f, 0.0f, 0, 1e-4);
+    gemm_case(true, false, 784, 512, 128, 1.0f, 0.0f, 0, 1e-4);
+    gemm_case(false, true, 128, 784, 512, 1.0f, 0.0f, 0, 1e-4);
+    gemm_case(false, false, 8 * 784, 32, 25, 1.0f, 0.0f, 0, 1e-4);
+    gemm_case(true, false, 800, 64, 8 * 196, 1.0f, 0.0f, 0, 1e-4);
+    gemm_case(false, true, 8 * 196, 800, 64, 1.0f, 0.0f, 0, 1e-4);
+    assert_gpu_ok();
+}
+
+/* TF32 tensor cores (--tf32): operands rounded to 10-bit mantissas (relative error 2^-11 each),
+ * products summed in fp32, so within 2e-3 of sum |a||b|; and back to full fp32 after. */
+static void test_gemm_tf32(void **state)
+{
+    (void)state;
+    need_gpu(16);
+    assert_non_null(gpu_be.ops->set_tf32);
+    assert_int_equal(gpu_be.ops->set_tf32(&gpu_be, true), 0);
+    gemm_case(false, false, 128, 512, 784, 1.0f, 0.0f, 0, 2e-3);
+    gemm_case(true, false, 784, 512, 128, 1.0f, 0.0f, 0, 2e-3);
+    gemm_case(false, true, 128, 784, 512, 0.7f, -1.3f, 3, 2e-3);
+    gemm_case(false, false, 64, 2048, 2048, 1.0f, 0.0f, 0, 2e-3);
+    assert_int_equal(gpu_be.ops->set_tf32(&gpu_be, false), 0);
+    gemm_case(false, false, 128, 512, 784, 1.0f, 0.0f, 0, 1e-4);
+    assert_gpu_ok();
+}
+
+/* ---- the dataset on the device ---- */
+
+/* gather_u8 against the host loader: the same examples, bit for bit (one table lookup each), at a
+ * partial batch and at a batch of Fashion-MNIST's shape; the guards stay NaN. */
+static void test_gather_u8(void **state)
+{
+    (void)state;
+    need_gpu(15);
+    const uint32_t N = 1000, rows = 28, cols = 28, px = rows * cols, B = 300;
+    mm_dataset ds = {.n = N, .rows = rows, .cols = cols, .images = xmalloc((size_t)N * px), .labels = xmalloc(N)};
+    for (size_t i = 0; i < (size_t)N * px; i++) ds.images[i] = (uint8_t)mm_rng_below(&rng, 256);
+    for (uint32_t i = 0; i < N; i++) ds.labels[i] = (uint8_t)mm_rng_below(&rng, 10);
+    mm_loader ref, dev;
+    assert_int_equal(mm_loader_init(&ref, &ds, NULL, N, 9), MM_OK);
+    assert_int_equal(mm_loader_init(&dev, &ds, NULL, N, 9), MM_OK);
+    mm_loader_set_normalization(&ref, 0.2860f, 0.3530f);
+    mm_loader_set_normalization(&dev, 0.2860f, 0.3530f);
+    uint8_t *d_img = dev_alloc(&gpu_be, (size_t)N * px), *d_lab = dev_alloc(&gpu_be, N);
+    uint32_t *d_idx = dev_alloc(&gpu_be, B * sizeof(uint32_t)), *h_idx = xmalloc(B * sizeof *h_idx);
+    float *d_table = dev_alloc(&gpu_be, sizeof dev.table);
+    gpu_be.ops->to_device(&gpu_be, d_img, ds.images, (size_t)N * px);
+    gpu_be.ops->to_device(&gpu_be, d_lab, ds.labels, N);
+    gpu_be.ops->to_device(&gpu_be, d_table, dev.table, sizeof dev.table);
+    float *x = dev_alloc(&gpu_be, ((size_t)B * px + GUARD) * sizeof(float));
+    int32_t *y = dev_alloc(&gpu_be, (B + GUARD) * sizeof(int32_t));
+    float *hx = xmalloc(((size_t)B * px + GUARD) * sizeof *hx), *gx = xmalloc(((size_t)B * px + GUARD) * sizeof *gx);
+    int32_t *hy = xmalloc(B * sizeof *hy), *gy = xmalloc((B + GUARD) * sizeof *gy);
+    int batches = 0;
+    uint32_t k;
+    while ((k = mm_loader_next(&ref, hx, hy, B)) > 0) { /* 300, 300, 300, then a partial 100 */
+        assert_int_equal(mm_loader_next_indices(&dev, h_idx, B), k);
+        gpu_be.ops->fill(&gpu_be, x, (size_t)B * px + GUARD, NAN);
+        gpu_be.ops->fill(&gpu_be, (float *)y, B + GUARD, NAN);
+        gpu_be.ops->to_device(&gpu_be, d_idx, h_idx, k * sizeof *h_idx);
+        gpu_be.ops->gather_u8(&gpu_be, x, y, d_img, d_lab, d_idx, k, px, d_table);
+        gpu_be.ops->to_host(&gpu_be, gx, x, ((size_t)B * px + GUARD) * sizeof *gx);
+        gpu_be.ops->to_host(&gpu_be, gy, y, (B + GUARD) * sizeof *gy);
+        assert_memory_equal(gx, hx, (size_t)k * px * sizeof *gx);
+        assert_memory_equal(gy, hy, k * sizeof *gy);
+        for (size_t i = (size_t)k * px; i < (size_t)B * px + GUARD; i++)
+            if (!isnan(gx[i])) fail_msg("gather_u8: x[%zu] written past the batch of %u", i, k);
+        float f;
+        for (size_t i = k; i < B + GUARD; i++) {
+            memcpy(&f, &gy[i], sizeof f);
+            if (!isnan(f)) fail_msg("gather_u8: y[%zu] written past the batch of %u", i, k);
+        }
+        batches++;
+    }
+    assert_int_equal(batches, 4);
+    print_message("gather_u8                            %d batches of up to %u, bit-identical\n", batches, B);
+    void *dev_bufs[] = {d_img, d_lab, d_idx, d_table, x, y};
+    for (size_t i = 0; i < sizeof dev_bufs / sizeof dev_bufs[0]; i++) gpu_be.ops->release(&gpu_be, dev_bufs[i]);
+    free(hx);
+    free(gx);
+    free(hy);
+    free(gy);
+    free(h_idx);
+    mm_loader_free(&ref);
+    mm_loader_free(&dev);
+    free(ds.images);
+    free(ds.labels);
     assert_gpu_ok();
 }
 
@@ -843,7 +925,8 @@ int main(void)
         cmocka_unit_test(test_relu_bwd),    cmocka_unit_test(test_col_sum),     cmocka_unit_test(test_im2col_col2im),
         cmocka_unit_test(test_maxpool),     cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_sumsq),
         cmocka_unit_test(test_sgd),         cmocka_unit_test(test_adamw),       cmocka_unit_test(test_merge),
-        cmocka_unit_test(test_model_mlp),   cmocka_unit_test(test_model_cnn),
+        cmocka_unit_test(test_model_mlp),   cmocka_unit_test(test_model_cnn),    cmocka_unit_test(test_gemm_tf32),
+        cmocka_unit_test(test_gather_u8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

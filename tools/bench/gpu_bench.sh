@@ -4,7 +4,7 @@
 # with PyTorch (eager, torch.cuda) on the same GPU. docs/gpu.md says what each line means.
 #
 # Usage: tools/bench/gpu_bench.sh [--device N] [--models mlp,cnn,mlp4k] [--large B] [--data DIR] [--no-build]
-#                                 [--build DIR] [--skip-parity]
+#                                 [--build DIR] [--skip-parity] [--tf32 MODELS]
 #
 #   --device   CUDA device index (default 0): murmur --device cuda:N, torch cuda:N
 #   --models   comma-separated subset of mlp,cnn,mlp4k (default all three; mlp4k is
@@ -16,6 +16,8 @@
 #   --no-build use the build directory as it is
 #   --build    the build directory (default build-gpu/)
 #   --skip-parity  do not run the parity test first (a caller that has just run it)
+#   --tf32     also measure these models (comma-separated) with TF32 tensor cores on both sides
+#              (murmur --tf32; torch allow_tf32), in rows marked "math":"tf32"
 #
 # Prints JSON lines on stdout, progress on stderr:
 #   {"event":"parity","ok",...}                    test_gpu_parity (the run stops if it fails or skips)
@@ -36,6 +38,7 @@ device=0
 models=mlp,cnn,mlp4k
 large=4096
 parity=1
+tf32_models=
 data=/usr/share/datasets/fashion-mnist
 do_build=1
 while [ $# -gt 0 ]; do
@@ -47,7 +50,8 @@ while [ $# -gt 0 ]; do
     --no-build) do_build=0; shift ;;
     --build) build="${2:?--build needs a value}"; shift 2 ;;
     --skip-parity) parity=0; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --tf32) tf32_models="${2:?--tf32 needs a value}"; shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_bench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
 done
@@ -55,7 +59,8 @@ for v in "$device" "$large"; do
     if ! [[ "$v" =~ ^[0-9]+$ ]]; then echo "gpu_bench.sh: '$v' is not a number" >&2; exit 2; fi
 done
 IFS=, read -r -a model_list <<<"$models"
-for m in "${model_list[@]}"; do
+IFS=, read -r -a tf32_check <<<"$tf32_models"
+for m in "${model_list[@]}" ${tf32_check[@]+"${tf32_check[@]}"}; do
     case "$m" in mlp|cnn|mlp4k) ;; *) echo "gpu_bench.sh: unknown model '$m' (mlp, cnn, mlp4k)" >&2; exit 2 ;; esac
 done
 
@@ -135,7 +140,7 @@ last_json() {
 # resident on the GPU, torch.cuda.synchronize() around every timed window; one JSON line.
 cat >"$tmp/torch_gpu.py" <<'EOF'
 import json, statistics, sys, time
-bench_dir, device, name, batch, batches, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
+bench_dir, device, name, batch, batches, reps, tf32 = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:8])
 sys.path.insert(0, bench_dir)
 import torch
 import torch.nn as nn
@@ -155,8 +160,8 @@ if name == "mlp4k":  # not in torch_train.py: the same 784-4096x4-10 as murmur's
 if not torch.cuda.is_available():
     print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "error": "this torch has no CUDA"}), flush=True)
     sys.exit(0)
-torch.backends.cuda.matmul.allow_tf32 = False  # full fp32, as murmur's cuBLAS GEMMs
-torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = bool(tf32)  # full fp32 unless asked, as murmur's cuBLAS GEMMs
+torch.backends.cudnn.allow_tf32 = bool(tf32)
 dev = torch.device(f"cuda:{device}")
 torch.manual_seed(0)
 x, y = (torch.from_numpy(v) for v in fmnist_data.load("train"))
@@ -186,28 +191,36 @@ print(json.dumps({"peer": "pytorch", "torch": torch.__version__, "gpu": torch.cu
                   "min": round(min(rates)), "max": round(max(rates))}), flush=True)
 EOF
 
-for m in "${model_list[@]}"; do
+IFS=, read -r -a tf32_list <<<"$tf32_models"
+runs=()
+for m in "${model_list[@]}"; do runs+=("$m:0"); done
+for m in "${tf32_list[@]}"; do runs+=("$m:1"); done
+for run in "${runs[@]}"; do
+    m=${run%:*} tf32=${run#*:}
+    flag=()
+    [ "$tf32" = 1 ] && flag=(--tf32)
     for b in 128 "$large"; do
         # Windows of about 256k (mlp), 100k (cnn) or 64k (mlp4k) examples, 4 batches at least.
         case "$m" in mlp) nb=$((256000 / b)) ;; cnn) nb=$((102400 / b)) ;; *) nb=$((65536 / b)) ;; esac
         [ "$nb" -ge 4 ] || nb=4
         reps=5
-        echo "== $m, batch $b: murmur ($nb batches x $reps)" >&2
+        echo "== $m, batch $b, tf32 $tf32: murmur ($nb batches x $reps)" >&2
         out="$(OPENBLAS_NUM_THREADS=1 timeout 1800 "$build/murmur" train --solo --model "$m" --device "cuda:$device" \
-            --batch "$b" --data "$data" --bench-batches "$nb" --bench-reps "$reps" --quiet)"
+            --batch "$b" --data "$data" --bench-batches "$nb" --bench-reps "$reps" --quiet ${flag[@]+"${flag[@]}"})"
         mm="$(last_json "$out")"
         echo "   $mm" >&2
         echo "== $m, batch $b: torch ($nb batches x $reps)" >&2
         out="$(FMNIST_DIR="$data" timeout 1800 "$py" "$tmp/torch_gpu.py" "$shared/bench" "$device" "$m" "$b" "$nb" \
-            "$reps")"
+            "$reps" "$tf32")"
         pt="$(last_json "$out")"
         echo "   $pt" >&2
-        "$py" - "$m" "$b" "$datakind" "$mm" "$pt" <<'EOF'
+        "$py" - "$m" "$b" "$datakind" "$mm" "$pt" "$tf32" <<'EOF'
 import json, sys
 m, b, datakind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 mm, pt = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+math = "tf32" if sys.argv[6] == "1" else "fp32"
 a, t = mm["bench_samples_per_s"], pt.get("bench_samples_per_s")
-print(json.dumps({"event": "throughput", "model": m, "batch": b, "gpu": pt.get("gpu"), "data": datakind,
+print(json.dumps({"event": "throughput", "model": m, "batch": b, "math": math, "gpu": pt.get("gpu"), "data": datakind,
                   "murmur_samples_per_s": a, "torch_samples_per_s": t, "ratio": round(a / t, 3) if t else None,
                   "murmur_peak_rss_kib": mm.get("peak_rss_kib"), "torch": pt["torch"]}), flush=True)
 EOF
