@@ -135,6 +135,8 @@ after_line() { tail -n "+$(($2 + 1))" "$1" 2>/dev/null | grep -qE -- "$3"; }
 # scenario NAME FUNCTION: run one scenario, print PASS/FAIL, then kill what it left running.
 scenario() {
     local name="$1" fn="$2" t0=$SECONDS pid
+    # MM_TEST_ONLY=N runs scenario N alone (a debugging aid; 8 needs 6's files).
+    [ -z "${MM_TEST_ONLY:-}" ] || [[ "$name" == "$MM_TEST_ONLY "* ]] || return 0
     reason=
     logs=()
     if "$fn"; then
@@ -394,6 +396,30 @@ s_key_mode() {
     has_text "$tmp/c8.err" "readable by others" || why "the message does not say 'readable by others'" || return 1
 }
 
+# 10. A fast node and a slow one (a GPU among CPUs): the fast one, its epochs done, keeps averaging
+#     while the slow one still trains (--linger), so both end at the same parameters. With
+#     MM_TEST_LINGER=0 in the environment, A runs --linger 0 instead: the control, which must fail.
+s_linger() {
+    local a pa pb rel
+    node c10a --model mlp --epochs 3 --shard 0/2 --throttle 1 --linger "${MM_TEST_LINGER:-60}" "${K1[@]}"
+    pa=$spawned
+    a="$(addr_of "$tmp/c10a")" || why "A wrote no status.json with its address" || return 1
+    node c10b --model mlp --epochs 1 --shard 1/2 --throttle 12 --quiet --bootstrap "$a" "${K1[@]}"
+    pb=$spawned
+    reap "$pa" 120 && [ "$rc" = 0 ] || why "A exited with status $rc" || return 1
+    reap "$pb" 120 && [ "$rc" = 0 ] || why "B exited with status $rc" || return 1
+    if command -v python3 >/dev/null; then
+        rel="$(spread "$tmp"/c10{a,b}/node.safetensors)" || why "could not read the checkpoints" || return 1
+        awk -v r="$rel" 'BEGIN{exit !(r < 0.01)}' ||
+            why "parameter spread $rel of the norm (expected < 0.01: A should end at B's final parameters)" || return 1
+        reason="parameter spread $rel of the norm"
+    else
+        reason="spread not checked: no python3"
+    fi
+    has_text "$tmp/c10a.err" "trained: averaging while 1 partner" ||
+        why "A did not say it was averaging while its partner still trained" || return 1
+}
+
 scenario "1 three nodes converge" s_converge
 scenario "2 kill -9 and restart" s_restart
 scenario "3 wrong network key refused" s_wrong_key
@@ -403,6 +429,7 @@ scenario "6 graceful SIGTERM" s_sigterm
 scenario "7 corrupt checkpoint refused" s_corrupt
 scenario "8 key file mode 0644 refused" s_key_mode
 scenario "9 a peer that stops reading" s_stalled_peer
+scenario "10 a fast node lingers for a slow one" s_linger
 
 echo "$passed passed, $failed failed, $((SECONDS - t_script)) s"
 [ "$failed" = 0 ]
