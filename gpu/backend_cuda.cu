@@ -16,6 +16,13 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#ifndef MM_HAVE_CUDNN
+#define MM_HAVE_CUDNN 0
+#endif
+#if MM_HAVE_CUDNN
+#include <cudnn.h>
+#include <dlfcn.h>
+#endif
 
 #include <math.h>
 #include <stdarg.h>
@@ -33,6 +40,23 @@ constexpr int kColSumParts = 256;          /* row slices of col_sum */
 constexpr int kStages = 4;                 /* pinned buffers that to_device copies through */
 constexpr size_t kStageMax = 64u << 20;    /* larger uploads skip staging and wait instead */
 constexpr size_t kScratchInit = 1u << 20;  /* partial sums; grown on demand */
+constexpr size_t kConvWorkspace = 64u << 20; /* cuDNN workspace, bytes: algorithms needing more are passed over */
+constexpr int kConvPlans = 16;             /* cached convolution geometries (layers x batch sizes) */
+
+#if MM_HAVE_CUDNN
+/* One convolution geometry's cuDNN descriptors and chosen algorithms. */
+struct conv_plan {
+    mm_conv_geom g;
+    int oc;
+    bool used;
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t f;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionFwdAlgo_t fwd;
+    cudnnConvolutionBwdDataAlgo_t bwd_data;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+};
+#endif
 
 /* ---- state and errors ---- */
 
@@ -51,6 +75,12 @@ struct cuda_state {
     double *result; /* pinned host: sumsq's answer */
     stage_slot stage[kStages];
     int next_stage;
+#if MM_HAVE_CUDNN
+    cudnnHandle_t dnn; /* created at the first convolution */
+    conv_plan plans[kConvPlans];
+    int next_plan;
+#endif
+    bool tf32;   /* set_tf32: GEMMs (and cuDNN convolutions) may use TF32 tensor cores */
     bool ready;  /* init finished: errors from here on are printed */
     bool failed; /* sticky: the first error is in msg */
     char msg[256];
@@ -82,6 +112,65 @@ bool check(cuda_state *s, cublasStatus_t e, const char *what)
     fail(s, "%s: %s (%s)", what, cublasGetStatusName(e), cublasGetStatusString(e));
     return false;
 }
+
+#if MM_HAVE_CUDNN
+/* cuDNN is loaded with dlopen when MM_CUDA_CONV=cudnn asks for it, so that the backend needs it
+ * only then: a machine without cuDNN still trains on its GPU with the im2col path. */
+#define MM_CUDNN_FUNCS(X)                                                                                          \
+    X(cudnnGetErrorString) X(cudnnCreate) X(cudnnDestroy) X(cudnnSetStream) X(cudnnCreateTensorDescriptor)        \
+    X(cudnnDestroyTensorDescriptor) X(cudnnCreateFilterDescriptor) X(cudnnDestroyFilterDescriptor)                \
+    X(cudnnCreateConvolutionDescriptor) X(cudnnDestroyConvolutionDescriptor) X(cudnnSetTensor4dDescriptor)        \
+    X(cudnnSetFilter4dDescriptor) X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType)               \
+    X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionBackwardDataAlgorithm_v7)                      \
+    X(cudnnGetConvolutionBackwardFilterAlgorithm_v7) X(cudnnConvolutionForward) X(cudnnConvolutionBackwardData)   \
+    X(cudnnConvolutionBackwardFilter)
+
+struct cudnn_api {
+#define MM_X(f) decltype(&::f) f;
+    MM_CUDNN_FUNCS(MM_X)
+#undef MM_X
+    bool ok;
+    char why[200];
+};
+
+#define MM_STR2(x) #x
+#define MM_STR(x) MM_STR2(x)
+
+/* Loaded once, on first use (thread-safe: a function-local static). */
+const cudnn_api &dnn_api()
+{
+    static const cudnn_api api = [] {
+        cudnn_api a = {};
+        const char *lib = "libcudnn.so." MM_STR(CUDNN_MAJOR);
+        void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            snprintf(a.why, sizeof a.why, "cannot load %s: %s", lib, dlerror());
+            return a;
+        }
+#define MM_X(f)                                                                                                    \
+    a.f = reinterpret_cast<decltype(&::f)>(dlsym(h, #f));                                                          \
+    if (!a.f) {                                                                                                    \
+        snprintf(a.why, sizeof a.why, "%s has no %s", lib, #f);                                                    \
+        return a;                                                                                                  \
+    }
+        MM_CUDNN_FUNCS(MM_X)
+#undef MM_X
+        a.ok = true;
+        return a;
+    }();
+    return api;
+}
+
+/* DNN(s, f, args...): call cuDNN's f through the loaded table, record its failure under f's name. */
+#define DNN(s, f, ...) check((s), dnn_api().f(__VA_ARGS__), #f)
+
+bool check(cuda_state *s, cudnnStatus_t e, const char *what)
+{
+    if (e == CUDNN_STATUS_SUCCESS) return true;
+    fail(s, "%s: %s", what, dnn_api().cudnnGetErrorString(e));
+    return false;
+}
+#endif
 
 /* OK(s, f, args...): call f(args...), record its failure under f's name. */
 #define OK(s, f, ...) check((s), f(__VA_ARGS__), #f)
@@ -420,7 +509,35 @@ __global__ void gather_u8_kernel(float *x, int32_t *y, const uint8_t *images, co
     }
 }
 
+/* out[j * rows + i] = in[i * cols + j]: a rows x cols matrix transposed (convolution weights between
+ * our [k,k,c,oc] and cuDNN's [oc,k,k,c]). */
+__global__ void transpose_kernel(float *out, const float *in, uint32_t rows, uint32_t cols, uint32_t n)
+{
+    FOR_EACH(uint32_t, e, n)
+    {
+        const uint32_t i = e / cols, j = e - i * cols;
+        out[(size_t)j * rows + i] = in[e];
+    }
+}
+
 /* ---- operations ---- */
+
+#if MM_HAVE_CUDNN
+void drop_plan(conv_plan &p)
+{
+    if (!p.used) return;
+    (void)dnn_api().cudnnDestroyTensorDescriptor(p.x);
+    (void)dnn_api().cudnnDestroyTensorDescriptor(p.y);
+    (void)dnn_api().cudnnDestroyFilterDescriptor(p.f);
+    (void)dnn_api().cudnnDestroyConvolutionDescriptor(p.conv);
+    p.used = false;
+}
+
+void drop_plans(cuda_state *s)
+{
+    for (conv_plan &p : s->plans) drop_plan(p);
+}
+#endif
 
 void cu_destroy(mm_backend *be)
 {
@@ -435,6 +552,10 @@ void cu_destroy(mm_backend *be)
     if (s->result) (void)cudaFreeHost(s->result);
     if (s->scratch) (void)cudaFree(s->scratch);
     if (s->blas) (void)cublasDestroy(s->blas);
+#if MM_HAVE_CUDNN
+    drop_plans(s);
+    if (s->dnn) (void)dnn_api().cudnnDestroy(s->dnn);
+#endif
     if (s->stream) (void)cudaStreamDestroy(s->stream);
     free(s);
     be->impl = nullptr;
@@ -533,7 +654,12 @@ void cu_gemm(mm_backend *be, bool ta, bool tb, int m, int n, int k, float alpha,
 int cu_set_tf32(mm_backend *be, bool on)
 {
     cuda_state *s = enter(be);
-    return s && OK(s, cublasSetMathMode, s->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) ? 0 : -1;
+    if (!s || !OK(s, cublasSetMathMode, s->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH)) return -1;
+    s->tf32 = on;
+#if MM_HAVE_CUDNN
+    drop_plans(s); /* their algorithms were chosen for the other math */
+#endif
+    return 0;
 }
 
 void cu_gather_u8(mm_backend *be, float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
@@ -662,6 +788,135 @@ void cu_merge(mm_backend *be, float *x, const float *a, const float *b, float w,
     if (cuda_state *s = enter(be)) launch(s, "merge", merge_kernel, n, x, a, b, w, n);
 }
 
+#if MM_HAVE_CUDNN
+/* Convolutions through cuDNN (MM_CUDA_CONV=cudnn): NHWC tensors as they are; the weights transposed
+ * to cuDNN's [oc,k,k,c] in the caller's scratch, and the weight gradient transposed back. Math is
+ * CUDNN_FMA_MATH (true fp32, as the rest of the backend) unless set_tf32. Algorithms come from
+ * cuDNN's heuristics, the first deterministic one that needs at most kConvWorkspace bytes (the
+ * first that fits otherwise), so a run repeats its bits as the im2col path does. */
+
+size_t weights_of(const mm_conv_geom *g, int oc) { return (size_t)g->k * g->k * g->c * oc; }
+
+/* The scratch layout: transposed weights, transposed weight gradient, then the workspace (256-byte aligned). */
+size_t conv_ws_offset(const mm_conv_geom *g, int oc) { return (2 * weights_of(g, oc) + 63) / 64 * 64; }
+
+template <typename P> int pick(cuda_state *s, const P *perf, int got, const char *what)
+{
+    int fit = -1;
+    for (int i = 0; i < got; i++) {
+        if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kConvWorkspace) continue;
+        if (perf[i].determinism == CUDNN_DETERMINISTIC) return (int)perf[i].algo;
+        if (fit < 0) fit = (int)perf[i].algo;
+    }
+    if (fit < 0) fail(s, "%s: no cuDNN algorithm within %zu MiB of workspace", what, kConvWorkspace >> 20);
+    return fit;
+}
+
+conv_plan *plan_for(cuda_state *s, const mm_conv_geom *g, int oc)
+{
+    for (conv_plan &p : s->plans)
+        if (p.used && p.oc == oc && memcmp(&p.g, g, sizeof *g) == 0) return &p;
+    if (!s->dnn && (!DNN(s, cudnnCreate, &s->dnn) || !DNN(s, cudnnSetStream, s->dnn, s->stream))) return nullptr;
+    conv_plan &p = s->plans[s->next_plan++ % kConvPlans];
+    drop_plan(p);
+    p.g = *g;
+    p.oc = oc;
+    if (!DNN(s, cudnnCreateTensorDescriptor, &p.x)) return nullptr;
+    if (!DNN(s, cudnnCreateTensorDescriptor, &p.y)) {
+        (void)dnn_api().cudnnDestroyTensorDescriptor(p.x);
+        return nullptr;
+    }
+    if (!DNN(s, cudnnCreateFilterDescriptor, &p.f)) {
+        (void)dnn_api().cudnnDestroyTensorDescriptor(p.x);
+        (void)dnn_api().cudnnDestroyTensorDescriptor(p.y);
+        return nullptr;
+    }
+    if (!DNN(s, cudnnCreateConvolutionDescriptor, &p.conv)) {
+        (void)dnn_api().cudnnDestroyTensorDescriptor(p.x);
+        (void)dnn_api().cudnnDestroyTensorDescriptor(p.y);
+        (void)dnn_api().cudnnDestroyFilterDescriptor(p.f);
+        return nullptr;
+    }
+    p.used = true; /* from here drop_plan frees the four descriptors */
+    cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int nf = 0, nd = 0, nw = 0;
+    const bool ok =
+        DNN(s, cudnnSetTensor4dDescriptor, p.x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g->n, g->c, g->h, g->w) &&
+        DNN(s, cudnnSetTensor4dDescriptor, p.y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g->n, oc, g->oh, g->ow) &&
+        DNN(s, cudnnSetFilter4dDescriptor, p.f, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, oc, g->c, g->k, g->k) &&
+        DNN(s, cudnnSetConvolution2dDescriptor, p.conv, g->pad, g->pad, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+           CUDNN_DATA_FLOAT) &&
+        DNN(s, cudnnSetConvolutionMathType, p.conv, s->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH) &&
+        DNN(s, cudnnGetConvolutionForwardAlgorithm_v7, s->dnn, p.x, p.f, p.conv, p.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+           &nf, fp) &&
+        DNN(s, cudnnGetConvolutionBackwardDataAlgorithm_v7, s->dnn, p.f, p.y, p.conv, p.x,
+           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, dp) &&
+        DNN(s, cudnnGetConvolutionBackwardFilterAlgorithm_v7, s->dnn, p.x, p.y, p.conv, p.f,
+           CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nw, wp);
+    const int af = ok ? pick(s, fp, nf, "conv forward") : -1, ad = ok ? pick(s, dp, nd, "conv backward data") : -1,
+              aw = ok ? pick(s, wp, nw, "conv backward filter") : -1;
+    if (af < 0 || ad < 0 || aw < 0) {
+        drop_plan(p);
+        return nullptr;
+    }
+    p.fwd = (cudnnConvolutionFwdAlgo_t)af;
+    p.bwd_data = (cudnnConvolutionBwdDataAlgo_t)ad;
+    p.bwd_filter = (cudnnConvolutionBwdFilterAlgo_t)aw;
+    return &p;
+}
+
+size_t cu_conv_scratch(mm_backend *, const mm_conv_geom *g, int oc)
+{
+    return conv_ws_offset(g, oc) + kConvWorkspace / sizeof(float);
+}
+
+void transpose(cuda_state *s, float *out, const float *in, size_t rows, size_t cols)
+{
+    launch(s, "transpose", transpose_kernel, rows * cols, out, in, (uint32_t)rows, (uint32_t)cols,
+           (uint32_t)(rows * cols));
+}
+
+void cu_conv_fwd(mm_backend *be, float *y, const float *x, const float *w, const float *bias, bool relu,
+                 const mm_conv_geom *g, int oc, float *scratch)
+{
+    cuda_state *s = enter(be);
+    if (!s || g->n == 0) return;
+    conv_plan *p = plan_for(s, g, oc);
+    if (!p) return;
+    const size_t K = (size_t)g->k * g->k * g->c;
+    float *wt = scratch, *ws = scratch + conv_ws_offset(g, oc);
+    const float one = 1.0f, zero = 0.0f;
+    transpose(s, wt, w, K, (size_t)oc);
+    if (DNN(s, cudnnConvolutionForward, s->dnn, &one, p->x, x, p->f, wt, p->conv, p->fwd, ws, kConvWorkspace, &zero,
+           p->y, y))
+        cu_bias_act(be, y, bias, g->n * g->oh * g->ow, oc, relu);
+}
+
+void cu_conv_bwd(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x, const float *w,
+                 const mm_conv_geom *g, int oc, float *scratch)
+{
+    cuda_state *s = enter(be);
+    if (!s || g->n == 0) return;
+    conv_plan *p = plan_for(s, g, oc);
+    if (!p) return;
+    const size_t K = (size_t)g->k * g->k * g->c;
+    float *wt = scratch, *dwt = scratch + weights_of(g, oc), *ws = scratch + conv_ws_offset(g, oc);
+    const float one = 1.0f, zero = 0.0f;
+    cu_col_sum(be, db, dy, g->n * g->oh * g->ow, oc);
+    if (dx) {
+        transpose(s, wt, w, K, (size_t)oc);
+        if (!DNN(s, cudnnConvolutionBackwardData, s->dnn, &one, p->f, wt, p->y, dy, p->conv, p->bwd_data, ws,
+                kConvWorkspace, &zero, p->x, dx))
+            return;
+    }
+    if (DNN(s, cudnnConvolutionBackwardFilter, s->dnn, &one, p->x, x, p->y, dy, p->conv, p->bwd_filter, ws,
+           kConvWorkspace, &zero, p->f, dwt))
+        transpose(s, dw, dwt, (size_t)oc, K);
+}
+#endif
+
 /* C++17 has no designated initializers: the table is filled in by name here. */
 mm_backend_ops make_ops()
 {
@@ -695,6 +950,28 @@ mm_backend_ops make_ops()
 
 const mm_backend_ops cuda_ops = make_ops();
 
+#if MM_HAVE_CUDNN
+mm_backend_ops make_cudnn_ops()
+{
+    mm_backend_ops o = make_ops();
+    o.conv_scratch = cu_conv_scratch;
+    o.conv_fwd = cu_conv_fwd;
+    o.conv_bwd = cu_conv_bwd;
+    return o;
+}
+
+/* The same table with convolutions through cuDNN; MM_CUDA_CONV picks it (docs/gpu.md). */
+const mm_backend_ops cudnn_ops = make_cudnn_ops();
+#endif
+
+bool is_cuda(const mm_backend *be)
+{
+#if MM_HAVE_CUDNN
+    if (be->ops == &cudnn_ops) return true;
+#endif
+    return be->ops == &cuda_ops;
+}
+
 __attribute__((format(printf, 3, 4))) int report(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
@@ -725,6 +1002,24 @@ extern "C" int mm_backend_cuda_init(mm_backend *be, int device, char *err, size_
     if (!s) return report(err, errlen, "out of memory");
     s->device = device;
     be->ops = &cuda_ops;
+    const char *conv = getenv("MM_CUDA_CONV");
+    if (conv && *conv && strcmp(conv, "im2col") != 0) {
+#if MM_HAVE_CUDNN
+        if (strcmp(conv, "cudnn") == 0) {
+            if (!dnn_api().ok) {
+                free(s);
+                memset(be, 0, sizeof *be);
+                return report(err, errlen, "MM_CUDA_CONV=cudnn: %s", dnn_api().why);
+            }
+            be->ops = &cudnn_ops;
+        } else
+#endif
+        {
+            free(s);
+            memset(be, 0, sizeof *be);
+            return report(err, errlen, "MM_CUDA_CONV=%s: expected im2col%s", conv, MM_HAVE_CUDNN ? " or cudnn" : "");
+        }
+    }
     be->threads = 1;
     be->impl = s;
     /* CUBLAS_DEFAULT_MATH: fp32 GEMMs in fp32, no TF32 tensor cores. */
@@ -745,6 +1040,6 @@ extern "C" int mm_backend_cuda_init(mm_backend *be, int device, char *err, size_
 
 extern "C" int mm_backend_cuda_error(const mm_backend *be, char *err, size_t errlen)
 {
-    if (!be || be->ops != &cuda_ops || !state_of(be)->failed) return 0;
+    if (!be || !be->ops || !is_cuda(be) || !state_of(be)->failed) return 0;
     return report(err, errlen, "%s", state_of(be)->msg);
 }

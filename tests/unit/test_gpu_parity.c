@@ -917,6 +917,99 @@ static void test_model_cnn(void **state)
     model_case("cnn", 32);
 }
 
+/* ---- convolutions through cuDNN (MM_CUDA_CONV=cudnn) ---- */
+
+#if MM_HAVE_CUDNN
+/* max |gpu - cpu| <= rtol * max |cpu| over the tensor; the guards untouched on both sides. */
+static void compare_rel_max(const char *what, const twin *t, double rtol)
+{
+    float *c = download(&cpu_be, t->cpu, t->n), *g = download(&gpu_be, t->gpu, t->n);
+    double mag = 0.0, diff = 0.0;
+    for (size_t i = 0; i < t->n; i++)
+        if (fabs((double)c[i]) > mag) mag = fabs((double)c[i]);
+    for (size_t i = 0; i < t->n; i++) {
+        const double d = fabs((double)g[i] - (double)c[i]);
+        if (!(d <= rtol * mag))
+            fail_msg("%s[%zu]: gpu %.9g, cpu %.9g (|diff| %.3g > %.0e x max |cpu| %.3g)", what, i, (double)g[i],
+                     (double)c[i], d, rtol, mag);
+        if (d > diff) diff = d;
+    }
+    for (size_t i = t->n; i < t->n + GUARD; i++)
+        if (!isnan(c[i]) || !isnan(g[i])) fail_msg("%s: guard element %zu written", what, i - t->n);
+    print_message("%-36s n=%-9zu max |diff| / max |cpu| %.3g\n", what, t->n, mag > 0 ? diff / mag : diff);
+    free(c);
+    free(g);
+}
+
+/* conv_fwd and conv_bwd of the gpu_be in place (the cuDNN table) against the CPU backend's. */
+static void conv_case(int n, int h, int w, int c, int k, int pad, int oc, bool relu)
+{
+    const mm_conv_geom g = {.n = n, .h = h, .w = w, .c = c, .k = k, .pad = pad, .oh = h + 2 * pad - k + 1,
+                            .ow = w + 2 * pad - k + 1};
+    const size_t nx = (size_t)n * h * w * c, nw = (size_t)k * k * c * oc, ny = (size_t)n * g.oh * g.ow * oc;
+    float *hx = host_random(nx, -1, 1), *hw = host_random(nw, -0.2, 0.2), *hb = host_random((size_t)oc, -0.5, 0.5);
+    float *hdy = host_random(ny, -1, 1);
+    twin x = twin_new(hx, nx), W = twin_new(hw, nw), b = twin_new(hb, (size_t)oc), y = twin_new(NULL, ny);
+    twin dy = twin_new(hdy, ny), dw = twin_new(NULL, nw), db = twin_new(NULL, (size_t)oc), dx = twin_new(NULL, nx);
+    const size_t sc = cpu_be.ops->conv_scratch(&cpu_be, &g, oc), sg = gpu_be.ops->conv_scratch(&gpu_be, &g, oc);
+    float *scpu = dev_alloc(&cpu_be, (sc ? sc : 1) * sizeof(float)), *sgpu = dev_alloc(&gpu_be, sg * sizeof(float));
+    cpu_be.ops->conv_fwd(&cpu_be, y.cpu, x.cpu, W.cpu, b.cpu, relu, &g, oc, scpu);
+    gpu_be.ops->conv_fwd(&gpu_be, y.gpu, x.gpu, W.gpu, b.gpu, relu, &g, oc, sgpu);
+    char what[96];
+    snprintf(what, sizeof what, "cudnn conv_fwd n%d %dx%dx%d k%d p%d oc%d%s", n, h, w, c, k, pad, oc, relu ? " relu" : "");
+    compare_rel_max(what, &y, 1e-4);
+    cpu_be.ops->conv_bwd(&cpu_be, dw.cpu, db.cpu, dx.cpu, dy.cpu, x.cpu, W.cpu, &g, oc, scpu);
+    gpu_be.ops->conv_bwd(&gpu_be, dw.gpu, db.gpu, dx.gpu, dy.gpu, x.gpu, W.gpu, &g, oc, sgpu);
+    snprintf(what, sizeof what, "cudnn conv_bwd dw n%d %dx%dx%d k%d oc%d", n, h, w, c, k, oc);
+    compare_rel_max(what, &dw, 1e-4);
+    snprintf(what, sizeof what, "cudnn conv_bwd db n%d %dx%dx%d k%d oc%d", n, h, w, c, k, oc);
+    compare_rel_max(what, &db, 1e-4);
+    snprintf(what, sizeof what, "cudnn conv_bwd dx n%d %dx%dx%d k%d oc%d", n, h, w, c, k, oc);
+    compare_rel_max(what, &dx, 1e-4);
+    twin *all[] = {&x, &W, &b, &y, &dy, &dw, &db, &dx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) twin_free(all[i]);
+    cpu_be.ops->release(&cpu_be, scpu);
+    gpu_be.ops->release(&gpu_be, sgpu);
+    free(hx);
+    free(hw);
+    free(hb);
+    free(hdy);
+}
+#endif
+
+static void test_conv_cudnn(void **state)
+{
+    (void)state;
+#if MM_HAVE_CUDNN
+    need_gpu(17);
+    mm_backend dnn;
+    char why[256];
+    assert_int_equal(setenv("MM_CUDA_CONV", "cudnn", 1), 0);
+    const int rc = mm_backend_cuda_init(&dnn, 0, why, sizeof why);
+    unsetenv("MM_CUDA_CONV");
+    if (rc != 0) fail_msg("MM_CUDA_CONV=cudnn: %s", why);
+    assert_non_null(dnn.ops->conv_fwd);
+    const mm_backend plain = gpu_be;
+    gpu_be = dnn; /* the helpers work on gpu_be */
+    conv_case(8, 28, 28, 1, 5, 2, 32, true); /* the cnn's two layers */
+    conv_case(8, 14, 14, 32, 5, 2, 64, true);
+    conv_case(3, 7, 5, 3, 3, 1, 4, false);   /* odd shapes, no padding */
+    conv_case(2, 6, 9, 2, 3, 0, 5, false);
+    conv_case(128, 14, 14, 32, 5, 2, 64, true);
+    model_case("cnn", 32);                   /* a whole training step */
+    assert_gpu_ok();
+    gpu_be = plain;
+    mm_backend_free(&dnn);
+    /* An unknown choice is refused with a message, not a crash. */
+    assert_int_equal(setenv("MM_CUDA_CONV", "winograd", 1), 0);
+    assert_int_equal(mm_backend_cuda_init(&dnn, 0, why, sizeof why), -1);
+    unsetenv("MM_CUDA_CONV");
+    print_message("MM_CUDA_CONV=winograd -> %s\n", why);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -926,7 +1019,7 @@ int main(void)
         cmocka_unit_test(test_maxpool),     cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_sumsq),
         cmocka_unit_test(test_sgd),         cmocka_unit_test(test_adamw),       cmocka_unit_test(test_merge),
         cmocka_unit_test(test_model_mlp),   cmocka_unit_test(test_model_cnn),    cmocka_unit_test(test_gemm_tf32),
-        cmocka_unit_test(test_gather_u8),
+        cmocka_unit_test(test_gather_u8),   cmocka_unit_test(test_conv_cudnn),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
