@@ -120,7 +120,7 @@ int mm_cmd_demo(int argc, char **argv)
     }
     snprintf(devbuf, sizeof devbuf, "%s", devices);
     for (char *save = NULL, *tok = strtok_r(devbuf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        bool ok = strcmp(tok, "cpu") == 0 || strcmp(tok, "auto") == 0;
+        bool ok = strcmp(tok, "cpu") == 0 || strcmp(tok, "auto") == 0 || strcmp(tok, "cpu-staged") == 0;
         if (!ok && strncmp(tok, "cuda:", 5) == 0 && tok[5] >= '0' && tok[5] <= '9') {
             char *end = NULL;
             ok = strtol(tok + 5, &end, 10) <= 1024 && !*end;

@@ -110,7 +110,7 @@ int mm_cmd_train(int argc, char **argv)
         {"seed", MM_OPT_U64, &c->seed, "S", "seed of initialisation and shuffling (default 0)", 0, 9.2e18, NULL},
         {"threads", MM_OPT_INT, &c->threads, "T", "compute threads (default 1)", 1, 256, NULL},
         {"tf32", MM_OPT_FLAG, &c->tf32, NULL, "with a GPU: matrix products on TF32 tensor cores (faster; about 1e-3 relative error, default full fp32)", 0, 0, NULL},
-        {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N|auto", "compute device (default cpu; auto: a GPU if usable, else the CPU)", 0, 0, NULL},
+        {"device", MM_OPT_STRING, &c->device, "cpu|cuda:N|auto", "compute device (default cpu; auto: a GPU if usable, else the CPU; cpu-staged: the CPU behind a GPU's interface, for tests)", 0, 0, NULL},
         {"batch", MM_OPT_INT, &c->batch, "B", "examples per step (default 128)", 1, 65536, NULL},
         {"lr", MM_OPT_FLOAT, &c->lr, "X", "peak learning rate (default: sgd 0.1 mlp / 0.05 cnn, adamw 0.001)", 1e-9, 100, NULL},
         {"optimizer", MM_OPT_CHOICE, &c->optimizer, "sgd|adamw", "optimizer (default sgd, Nesterov momentum 0.9)", 0, 0, opt_choices},

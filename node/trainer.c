@@ -344,6 +344,7 @@ static void *load_cuda_plugin(char *why, size_t len)
 int mm_backend_open(mm_backend *be, const char *device, int threads, mm_error *err)
 {
     if (!device || strcmp(device, "cpu") == 0) return mm_backend_cpu_init(be, threads);
+    if (strcmp(device, "cpu-staged") == 0) return mm_backend_cpu_staged_init(be, threads);
     if (strcmp(device, "auto") == 0) { /* the first GPU if one is usable, else the CPU, saying why */
         mm_error why = {0};
         if (mm_backend_open(be, "cuda:0", threads, &why) == MM_OK) return MM_OK;
@@ -355,7 +356,7 @@ int mm_backend_open(mm_backend *be, const char *device, int threads, mm_error *e
     if (strncmp(device, "cuda", 4) != 0 || (device[4] && device[4] != ':') ||
         (device[4] == ':' &&
          ((idx = strtol(device + 5, &end, 10)), end == device + 5 || *end || idx < 0 || idx > 1024)))
-        return mm_error_set(err, MM_ERR_INVALID, "--device '%s': expected cpu, cuda:N or auto", device);
+        return mm_error_set(err, MM_ERR_INVALID, "--device '%s': expected cpu, cuda:N, auto or cpu-staged", device);
     char msg[256];
     void *h = load_cuda_plugin(msg, sizeof msg);
     if (!h) return mm_error_set(err, MM_ERR_INVALID, "--device %s: %s", device, msg);

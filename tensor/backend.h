@@ -124,6 +124,11 @@ struct mm_backend {
 
 /* The CPU backend; threads is OpenBLAS's thread count (>= 1). */
 int mm_backend_cpu_init(mm_backend *be, int threads);
+/* The same arithmetic behind a device's interface: host_visible false (callers stage through
+ * to_device/to_host) and gather_u8, as the CUDA backend. It runs the node's device code paths
+ * (the training set held by the backend, merges through device buffers) on machines without a
+ * GPU, and must give the CPU backend's results bit for bit (test_trainer). `--device cpu-staged`. */
+int mm_backend_cpu_staged_init(mm_backend *be, int threads);
 /* Release the backend's own state (not the buffers it handed out). */
 void mm_backend_free(mm_backend *be);
 

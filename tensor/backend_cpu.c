@@ -252,33 +252,57 @@ static void cpu_merge(mm_backend *be, float *restrict x, const float *restrict a
     for (size_t i = 0; i < n; i++) x[i] += w * (a[i] - b[i]);
 }
 
+static void cpu_gather_u8(mm_backend *be, float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                          const uint32_t *idx, uint32_t n, uint32_t pixels, const float *table)
+{
+    (void)be;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *src = images + (size_t)idx[i] * pixels;
+        float *dst = x + (size_t)i * pixels;
+        for (uint32_t j = 0; j < pixels; j++) dst[j] = table[src[j]];
+        y[i] = labels[idx[i]];
+    }
+}
+
+/* Every op but the name, host_visible and gather_u8, shared by the two tables. */
+#define CPU_OPS_COMMON                                                                                             \
+    .alloc = cpu_alloc,                                                                                            \
+    .release = cpu_release,                                                                                        \
+    .to_device = cpu_copy,                                                                                         \
+    .to_host = cpu_copy,                                                                                           \
+    .fill = cpu_fill,                                                                                              \
+    .sync = cpu_sync,                                                                                              \
+    .gemm = cpu_gemm,                                                                                              \
+    .bias_act = cpu_bias_act,                                                                                      \
+    .relu_bwd = cpu_relu_bwd,                                                                                      \
+    .col_sum = cpu_col_sum,                                                                                        \
+    .im2col = cpu_im2col,                                                                                          \
+    .col2im = cpu_col2im,                                                                                          \
+    .conv_scratch = cpu_conv_scratch,                                                                              \
+    .conv_fwd = cpu_conv_fwd,                                                                                      \
+    .conv_bwd = cpu_conv_bwd,                                                                                      \
+    .linear_fwd = cpu_linear_fwd,                                                                                  \
+    .linear_bwd = cpu_linear_bwd,                                                                                  \
+    .maxpool_fwd = cpu_maxpool_fwd,                                                                                \
+    .maxpool_bwd = cpu_maxpool_bwd,                                                                                \
+    .softmax_xent = cpu_softmax_xent,                                                                              \
+    .sumsq = cpu_sumsq,                                                                                            \
+    .sgd_step = cpu_sgd_step,                                                                                      \
+    .adamw_step = cpu_adamw_step,                                                                                  \
+    .merge = cpu_merge
+
 static const mm_backend_ops cpu_ops = {
     .name = "cpu",
     .host_visible = true,
-    .alloc = cpu_alloc,
-    .release = cpu_release,
-    .to_device = cpu_copy,
-    .to_host = cpu_copy,
-    .fill = cpu_fill,
-    .sync = cpu_sync,
-    .gemm = cpu_gemm,
-    .bias_act = cpu_bias_act,
-    .relu_bwd = cpu_relu_bwd,
-    .col_sum = cpu_col_sum,
-    .im2col = cpu_im2col,
-    .col2im = cpu_col2im,
-    .conv_scratch = cpu_conv_scratch,
-    .conv_fwd = cpu_conv_fwd,
-    .conv_bwd = cpu_conv_bwd,
-    .linear_fwd = cpu_linear_fwd,
-    .linear_bwd = cpu_linear_bwd,
-    .maxpool_fwd = cpu_maxpool_fwd,
-    .maxpool_bwd = cpu_maxpool_bwd,
-    .softmax_xent = cpu_softmax_xent,
-    .sumsq = cpu_sumsq,
-    .sgd_step = cpu_sgd_step,
-    .adamw_step = cpu_adamw_step,
-    .merge = cpu_merge,
+    CPU_OPS_COMMON,
+};
+
+/* The CPU behind a device's interface (mm_backend_cpu_staged_init). */
+static const mm_backend_ops cpu_staged_ops = {
+    .name = "cpu-staged",
+    .host_visible = false,
+    .gather_u8 = cpu_gather_u8,
+    CPU_OPS_COMMON,
 };
 
 int mm_backend_cpu_init(mm_backend *be, int threads)
@@ -288,5 +312,12 @@ int mm_backend_cpu_init(mm_backend *be, int threads)
     be->ops = &cpu_ops;
     be->threads = threads;
     be->impl = NULL;
+    return 0;
+}
+
+int mm_backend_cpu_staged_init(mm_backend *be, int threads)
+{
+    mm_backend_cpu_init(be, threads);
+    be->ops = &cpu_staged_ops;
     return 0;
 }

@@ -90,7 +90,7 @@ expect_err 2 "not an integer" -- train --solo --epochs abc
 expect 2 -- train --solo --model resnet
 expect 2 -- train --solo --lr -1
 expect 2 -- train --solo --shard 3/2
-expect_err 1 "expected cpu, cuda:N or auto" -- train --solo --device tpu --bench-batches 1
+expect_err 1 "expected cpu, cuda:N, auto or cpu-staged" -- train --solo --device tpu --bench-batches 1
 expect_err 2 "out of range" -- exchange-bench --rounds 0
 expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 6 --encoding q8
 # IPv6: two nodes on [::1], in a network namespace of our own (tests touch no

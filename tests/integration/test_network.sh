@@ -194,7 +194,9 @@ s_converge() {
     node c1a --model mlp --epochs 2 --shard 0/3 --throttle 4 --json --quiet "${K1[@]}"
     pa=$spawned
     a="$(addr_of "$tmp/c1a")" || why "A wrote no status.json with its address" || return 1
-    node c1b --model mlp --epochs 2 --shard 1/3 --throttle 4 --json --quiet --bootstrap "$a" "${K1[@]}"
+    # B trains on the CPU behind a device's interface: snapshots and merges take the GPU's paths.
+    node c1b --model mlp --epochs 2 --shard 1/3 --throttle 4 --json --quiet --device cpu-staged --bootstrap "$a" \
+        "${K1[@]}"
     pb=$spawned
     node c1c --model mlp --epochs 2 --shard 2/3 --throttle 4 --json --quiet --bootstrap "$a" "${K1[@]}"
     pc=$spawned
