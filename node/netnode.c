@@ -27,6 +27,7 @@
 #define FINISH_WAIT_S 5.0
 #define FINAL_ROUNDS 3 /* exchanges after the last epoch */
 #define LINGER_PEERS 64 /* partners whose trained-examples count a node remembers */
+#define LINGER_STALE_S 30.0 /* a partner not met in an exchange for this long no longer keeps us */
 
 typedef enum { ST_JOINING, ST_TRAINING, ST_FINISHING, ST_STOPPING, ST_LEAVING, ST_DONE } node_state;
 
@@ -79,6 +80,7 @@ typedef struct netnode {
     struct {
         uint8_t id[MM_ID_BYTES];
         uint64_t samples;
+        double at;   /* when we last completed an exchange with it */
         bool trains; /* its count grew between our last two exchanges with it */
     } seen[LINGER_PEERS];
     int nseen, seen_next;
@@ -526,15 +528,18 @@ static void on_connection(uv_stream_t *server, int status)
  * last exchange with it, or if it is new to us. */
 static void partner_seen(netnode *n, const uint8_t *id, uint64_t samples)
 {
+    const double now = mm_now_s();
     for (int i = 0; i < n->nseen; i++)
         if (memcmp(n->seen[i].id, id, MM_ID_BYTES) == 0) {
             n->seen[i].trains = samples > n->seen[i].samples;
             n->seen[i].samples = samples;
+            n->seen[i].at = now;
             return;
         }
     int i = n->nseen < LINGER_PEERS ? n->nseen++ : n->seen_next++ % LINGER_PEERS;
     memcpy(n->seen[i].id, id, MM_ID_BYTES);
     n->seen[i].samples = samples;
+    n->seen[i].at = now;
     n->seen[i].trains = true;
 }
 
@@ -545,10 +550,13 @@ static void partner_gone(netnode *n, const uint8_t *id)
         if (memcmp(n->seen[i].id, id, MM_ID_BYTES) == 0) n->seen[i].trains = false;
 }
 
+/* Partners that still train, met in an exchange within LINGER_STALE_S (one that crashed or stopped
+ * answering, and was not yet declared dead, does not keep us until --linger runs out). */
 static int partners_training(const netnode *n)
 {
+    const double now = mm_now_s();
     int k = 0;
-    for (int i = 0; i < n->nseen; i++) k += n->seen[i].trains;
+    for (int i = 0; i < n->nseen; i++) k += n->seen[i].trains && now - n->seen[i].at < LINGER_STALE_S;
     return k;
 }
 
