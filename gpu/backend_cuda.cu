@@ -878,13 +878,21 @@ void transpose(cuda_state *s, float *out, const float *in, size_t rows, size_t c
            (uint32_t)(rows * cols));
 }
 
+/* The state and the plan of a convolution call; NULL after an error or for an empty batch. */
+cuda_state *conv_enter(mm_backend *be, const mm_conv_geom *g, int oc, conv_plan **p)
+{
+    cuda_state *s = enter(be);
+    if (!s || g->n == 0) return nullptr;
+    *p = plan_for(s, g, oc);
+    return *p ? s : nullptr;
+}
+
 void cu_conv_fwd(mm_backend *be, float *y, const float *x, const float *w, const float *bias, bool relu,
                  const mm_conv_geom *g, int oc, float *scratch)
 {
-    cuda_state *s = enter(be);
-    if (!s || g->n == 0) return;
-    conv_plan *p = plan_for(s, g, oc);
-    if (!p) return;
+    conv_plan *p = nullptr;
+    cuda_state *s = conv_enter(be, g, oc, &p);
+    if (!s) return;
     const size_t K = (size_t)g->k * g->k * g->c;
     float *wt = scratch, *ws = scratch + conv_ws_offset(g, oc);
     const float one = 1.0f, zero = 0.0f;
@@ -897,10 +905,9 @@ void cu_conv_fwd(mm_backend *be, float *y, const float *x, const float *w, const
 void cu_conv_bwd(mm_backend *be, float *dw, float *db, float *dx, const float *dy, const float *x, const float *w,
                  const mm_conv_geom *g, int oc, float *scratch)
 {
-    cuda_state *s = enter(be);
-    if (!s || g->n == 0) return;
-    conv_plan *p = plan_for(s, g, oc);
-    if (!p) return;
+    conv_plan *p = nullptr;
+    cuda_state *s = conv_enter(be, g, oc, &p);
+    if (!s) return;
     const size_t K = (size_t)g->k * g->k * g->c;
     float *wt = scratch, *dwt = scratch + weights_of(g, oc), *ws = scratch + conv_ws_offset(g, oc);
     const float one = 1.0f, zero = 0.0f;

@@ -182,6 +182,21 @@ print(f"{d / norm:.6f}")
 EOF
 }
 
+# spread_below BOUND NOTE CHECKPOINTS...: their parameter spread is under BOUND (NOTE ends the failure
+# message); the figure is appended to $reason. Without python3 it says so and passes.
+spread_below() {
+    local bound="$1" note="$2" rel
+    shift 2
+    if ! command -v python3 >/dev/null; then
+        reason="${reason:+$reason; }spread not checked: no python3"
+        return 0
+    fi
+    rel="$(spread "$@")" || why "could not read the checkpoints" || return 1
+    awk -v r="$rel" -v b="$bound" 'BEGIN{exit !(r < b)}' ||
+        why "parameter spread $rel of the norm (expected < $bound$note)" || return 1
+    reason="${reason:+$reason, }parameter spread $rel of the norm"
+}
+
 # ---------------------------------------------------------------- scenarios
 
 "$murmur" netkey --out "$tmp/net1.key" >/dev/null || { echo "FAIL: murmur netkey"; exit 1; }
@@ -190,7 +205,7 @@ K1=(--network-key "$tmp/net1.key")
 
 # 1. A, then B and C bootstrapping to A: all finish, agree on accuracy and parameters.
 s_converge() {
-    local a pa pb pc n acc lo=2 hi=-1 rel
+    local a pa pb pc n acc lo=2 hi=-1
     node c1a --model mlp --epochs 2 --shard 0/3 --throttle 4 --json --quiet "${K1[@]}"
     pa=$spawned
     a="$(addr_of "$tmp/c1a")" || why "A wrote no status.json with its address" || return 1
@@ -213,14 +228,7 @@ s_converge() {
     awk -v l="$lo" -v h="$hi" 'BEGIN{exit !(h - l <= 0.01)}' ||
         why "test accuracies differ by more than 1 point: $lo .. $hi" || return 1
     reason="accuracy $lo .. $hi"
-    if command -v python3 >/dev/null; then
-        rel="$(spread "$tmp"/c1{a,b,c}/node.safetensors)" || why "could not read the checkpoints" || return 1
-        awk -v r="$rel" 'BEGIN{exit !(r < 0.05)}' ||
-            why "parameter spread $rel of the norm (expected < 0.05)" || return 1
-        reason="$reason, parameter spread $rel of the norm"
-    else
-        reason="$reason; spread not checked: no python3"
-    fi
+    spread_below 0.05 "" "$tmp"/c1{a,b,c}/node.safetensors
 }
 
 # 2. B is killed (-9) mid-run: A trains on; B restarts from its checkpoint dir, rejoins, both finish.
@@ -402,7 +410,7 @@ s_key_mode() {
 #     while the slow one still trains (--linger), so both end at the same parameters. With
 #     MM_TEST_LINGER=0 in the environment, A runs --linger 0 instead: the control, which must fail.
 s_linger() {
-    local a pa pb rel
+    local a pa pb
     node c10a --model mlp --epochs 3 --shard 0/2 --throttle 1 --linger "${MM_TEST_LINGER:-60}" "${K1[@]}"
     pa=$spawned
     a="$(addr_of "$tmp/c10a")" || why "A wrote no status.json with its address" || return 1
@@ -410,14 +418,7 @@ s_linger() {
     pb=$spawned
     reap "$pa" 120 && [ "$rc" = 0 ] || why "A exited with status $rc" || return 1
     reap "$pb" 120 && [ "$rc" = 0 ] || why "B exited with status $rc" || return 1
-    if command -v python3 >/dev/null; then
-        rel="$(spread "$tmp"/c10{a,b}/node.safetensors)" || why "could not read the checkpoints" || return 1
-        awk -v r="$rel" 'BEGIN{exit !(r < 0.01)}' ||
-            why "parameter spread $rel of the norm (expected < 0.01: A should end at B's final parameters)" || return 1
-        reason="parameter spread $rel of the norm"
-    else
-        reason="spread not checked: no python3"
-    fi
+    spread_below 0.01 ": A should end at B's final parameters" "$tmp"/c10{a,b}/node.safetensors || return 1
     has_text "$tmp/c10a.err" "trained: averaging while 1 partner" ||
         why "A did not say it was averaging while its partner still trained" || return 1
 }
