@@ -32,7 +32,7 @@ cleanup() { # (stderr: not bash's "Killed" notices)
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    rm -rf "$tmp"
+    if [ -n "${MM_TEST_KEEP:-}" ]; then echo "logs kept in $tmp" >&2; else rm -rf "$tmp"; fi
 } 2>/dev/null
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -350,7 +350,12 @@ s_late_join() {
     step_line="$(grep -n '"event":"step"' "$tmp/c5c.jsonl" | head -1 | cut -d: -f1)"
     [ -n "$sync_line" ] || why "C's metrics have no synced event" || return 1
     [ -n "$step_line" ] || why "C's metrics have no step event" || return 1
-    [ "$sync_line" -lt "$step_line" ] || why "C's first step (line $step_line) came before synced (line $sync_line)" || return 1
+    if [ "$sync_line" -gt "$step_line" ]; then # say what C saw meanwhile, for the next one to debug
+        why "C's first step (line $step_line) came before synced (line $sync_line); C's events before it:" \
+            "$(head -n "$step_line" "$tmp/c5c.jsonl" | grep -o '"event":"[a-z_]*"\|"text":"[^"]*"' | cut -c1-60 |
+                sort | uniq -c | sort -rn | head -6 | tr -s ' \n' ' ')"
+        return 1
+    fi
     stop "$pa"
     [ "$rc" = 0 ] || why "A exited with status $rc after SIGTERM" || return 1
 }
