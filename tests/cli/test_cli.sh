@@ -91,6 +91,13 @@ expect 2 -- train --solo --model resnet
 expect 2 -- train --solo --lr -1
 expect 2 -- train --solo --shard 3/2
 expect_err 1 "expected cpu, cuda:N, auto or cpu-staged" -- train --solo --device tpu --bench-batches 1
+expect_err 1 "needs --device cuda:N" -- train --solo --tf32 --bench-batches 1
+expect_err 2 "expected up to 16 of cpu, cuda:N, auto" -- demo --devices cpu,tpu
+expect_err 2 "expected up to 16 of cpu, cuda:N, auto" -- demo --devices ,
+expect_err 2 "out of range" -- train --solo --linger -1
+# The GPU benchmark's wide model and the CPU behind a device's interface train on any machine.
+expect 0 '"model":"mlp4k"' -- train --solo --model mlp4k --bench-batches 1 --bench-reps 1 --batch 16
+expect 0 '"backend":"cpu-staged"' -- train --solo --device cpu-staged --epochs 1 --json --shard 0/20
 expect_err 2 "out of range" -- exchange-bench --rounds 0
 expect 0 '"event":"exchange_bench"' -- exchange-bench --params 4096 --rounds 6 --encoding q8
 # IPv6: two nodes on [::1], in a network namespace of our own (tests touch no
