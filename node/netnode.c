@@ -73,7 +73,7 @@ typedef struct netnode {
     double state_since, start;
     bool synced, resumed, sync_requested;
     uint64_t ex_mark;
-    /* Lingering (--linger, docs/protocol.md): a node that has trained its epochs keeps averaging,
+    /* Lingering (--linger, docs/decisions.md): a node that has trained its epochs keeps averaging,
      * without training, while its partners still train, so that a fast node (a GPU among CPUs) ends
      * at the network's consensus instead of its own early model. A partner "still trains" when the
      * examples count it sends grew since our last exchange with it. */
