@@ -12,7 +12,8 @@
 #   --quick    parity and the sanitizers only
 #
 # Environment: MM_GPU_SKIP (step names to leave out, e.g. "racecheck initcheck"), MM_GPU_MODELS
-# (gpu_bench.sh --models, default mlp,cnn,mlp4k), MM_GPU_TF32 (gpu_bench.sh --tf32, default mlp4k).
+# (gpu_bench.sh --models, default mlp,cnn,mlp4k), MM_GPU_TF32 (gpu_bench.sh --tf32, default mlp4k;
+# set and empty: no TF32 rows).
 #
 # The CPU references for the accuracy steps (`murmur train --solo --device cpu`, same seed and epochs)
 # need no GPU and are taken on any machine; docs/gpu.md records both sides.
@@ -53,6 +54,7 @@ conv_ways() {
 export -f conv_ways
 
 export OPENBLAS_NUM_THREADS=1
+tf32="${MM_GPU_TF32-mlp4k}"
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
     nproc
@@ -66,7 +68,7 @@ step parity 90 "$build/tests/test_gpu_parity"
 if [ "$quick" != --quick ]; then
     step merge_bw 30 "$build/gpu/mm_gpu_merge_bench" 0 256 50
     step throughput 200 "$root/tools/bench/gpu_bench.sh" --build "$build" --no-build --skip-parity \
-        --models "${MM_GPU_MODELS:-mlp,cnn,mlp4k}" --tf32 "${MM_GPU_TF32:-mlp4k}"
+        --models "${MM_GPU_MODELS:-mlp,cnn,mlp4k}" ${tf32:+--tf32 "$tf32"}
     # The cnn's convolutions both ways: im2col + cuBLAS (the default) and cuDNN (MM_CUDA_CONV=cudnn).
     step conv_ways 120 bash -c 'conv_ways "$1"' _ "$build/murmur"
     step acc_mlp 90 "$build/murmur" train --solo --device cuda:0 --model mlp --epochs 10 --json
