@@ -78,7 +78,7 @@ int mm_cmd_demo(int argc, char **argv)
     uint64_t seed = 0;
     float lr = 0;
     int batch = 0;
-    float momentum = -1.0f, skew = 1.0f;
+    float momentum = -1.0f, skew = 1.0f, avg_s = 0.0f;
     const char *model = "mlp", *partition = "iid", *dir = NULL, *encoding = "f32", *devices = "cpu";
     bool json = false, no_clip = false;
     static const char *const model_choices[] = {"mlp", "cnn", NULL}, *const part_choices[] = {"iid", "label", NULL},
@@ -90,6 +90,7 @@ int mm_cmd_demo(int argc, char **argv)
         {"partition", MM_OPT_CHOICE, &partition, "iid|label", "how the training set is cut (default iid)", 0, 0, part_choices},
         {"skew", MM_OPT_FLOAT, &skew, "F", "with --partition label: the share of a shard from its 2-3 classes (default 1)", 0.01, 1, NULL},
         {"average-every", MM_OPT_INT, &avg, "STEPS", "steps between exchanges (default 20)", 1, 1000000, NULL},
+        {"average-seconds", MM_OPT_FLOAT, &avg_s, "T", "also average every T seconds (default 0: by steps only)", 0, 86400, NULL},
         {"encoding", MM_OPT_CHOICE, &encoding, "f32|f16|bf16|q8", "wire encoding (default f32)", 0, 0, enc_choices},
         {"throttle-node", MM_OPT_INT, &throttled, "I", "make node I slower (see --throttle)", 0, DEMO_MAX - 1, NULL},
         {"throttle", MM_OPT_FLOAT, &throttle, "FACTOR", "slow-down of --throttle-node (default 4)", 1, 1000, NULL},
@@ -208,6 +209,9 @@ int mm_cmd_demo(int argc, char **argv)
         snprintf(mom_s, sizeof mom_s, "%g", (double)momentum);
         if (momentum >= 0) args[k++] = "--momentum", args[k++] = mom_s;
         if (no_clip) args[k++] = "--no-clip";
+        char avs_s[32];
+        snprintf(avs_s, sizeof avs_s, "%g", (double)avg_s);
+        if (avg_s > 0) args[k++] = "--average-seconds", args[k++] = avs_s;
         char skew_s[32];
         snprintf(skew_s, sizeof skew_s, "%g", (double)skew);
         if (skew < 1.0f) args[k++] = "--skew", args[k++] = skew_s;

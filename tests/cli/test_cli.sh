@@ -95,6 +95,7 @@ expect_err 1 "needs --device cuda:N" -- train --solo --tf32 --bench-batches 1
 expect_err 2 "expected up to 16 of cpu, cuda:N, auto" -- demo --devices cpu,tpu
 expect_err 2 "expected up to 16 of cpu, cuda:N, auto" -- demo --devices ,
 expect_err 2 "out of range" -- train --solo --linger -1
+expect_err 2 "out of range" -- demo --average-seconds -1
 # The GPU benchmark's wide model and the CPU behind a device's interface train on any machine.
 expect 0 '"model":"mlp4k"' -- train --solo --model mlp4k --bench-batches 1 --bench-reps 1 --batch 16
 expect 0 '"backend":"cpu-staged"' -- train --solo --device cpu-staged --epochs 1 --json --shard 0/20
