@@ -29,6 +29,20 @@ static void upload(mm_backend *be, void *dst, const void *src, size_t bytes)
         be->ops->to_device(be, (uint8_t *)dst + off, (const uint8_t *)src + off, bytes - off < piece ? bytes - off : piece);
 }
 
+/* Give back the device buffers the trainer holds besides the model's (the held training set, the
+ * merge operands) and the host index buffer; every pointer is left NULL. */
+static void release_device_data(mm_trainer *t)
+{
+    void **dev[] = {(void **)&t->d_images, (void **)&t->d_labels, (void **)&t->d_idx,
+                    (void **)&t->d_table,  (void **)&t->d_peer,   (void **)&t->d_snap};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) {
+        if (*dev[i]) t->be.ops->release(&t->be, *dev[i]);
+        *dev[i] = NULL;
+    }
+    free(t->h_idx);
+    t->h_idx = NULL;
+}
+
 /* Keep the training set on the device when the backend can gather batches there (a GPU): 47 MB
  * for Fashion-MNIST, and each step then uploads 4 bytes an example instead of 3 KiB converted on
  * the host. Without device memory for it, batches stay on the host path. */
@@ -43,11 +57,7 @@ static void trainer_device_data(mm_trainer *t)
     t->d_table = be->ops->alloc(be, sizeof t->loader.table);
     t->h_idx = malloc(batch * sizeof *t->h_idx);
     if (!t->d_images || !t->d_labels || !t->d_idx || !t->d_table || !t->h_idx) {
-        void *dev[] = {t->d_images, t->d_labels, t->d_idx, t->d_table};
-        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-            if (dev[i]) be->ops->release(be, dev[i]);
-        free(t->h_idx);
-        t->d_images = t->d_labels = NULL, t->d_idx = t->h_idx = NULL, t->d_table = NULL;
+        release_device_data(t);
         return;
     }
     upload(be, t->d_images, t->train.images, (size_t)t->train.n * pixels);
@@ -193,11 +203,7 @@ void mm_trainer_free(mm_trainer *t)
 {
     mm_optimizer_free(&t->opt);
     mm_model_free(t->model);
-    if (t->be.ops) {
-        void *dev[] = {t->d_images, t->d_labels, t->d_idx, t->d_table, t->d_peer, t->d_snap};
-        for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
-            if (dev[i]) t->be.ops->release(&t->be, dev[i]);
-    }
+    if (t->be.ops) release_device_data(t);
     free(t->h_idx);
     if (t->be.ops) mm_backend_free(&t->be);
     mm_loader_free(&t->loader);
